@@ -1,0 +1,4 @@
+"""Players that generate play (and so training data) in ``SGAPS-SMB-v0``."""
+from agents.players import PLAYERS, Player, RandomPlayer, RunRightPlayer, make_player
+
+__all__ = ["PLAYERS", "Player", "RandomPlayer", "RunRightPlayer", "make_player"]

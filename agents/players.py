@@ -1,0 +1,132 @@
+"""Players: choose the button index of the next step from what the environment shows.
+
+Every player has one small interface, so recorders and experiments can take any of them by name:
+``player.reset(seed)`` at the start of an episode and ``player.act(observation, info) -> int``
+each step. A plain callable ``fn(observation) -> int`` can be adapted with ``as_player``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from sgaps_env.buttons import resolve_button_set
+from sgaps_env.state import STATE_INDEX
+
+
+@runtime_checkable
+class Player(Protocol):
+    """Chooses buttons. ``button_set`` names the env's button set it indexes into."""
+
+    name: str
+
+    def reset(self, seed: int | None = None) -> None: ...
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> int: ...
+
+
+class RandomPlayer:
+    """Uniformly random buttons with sticky actions: each step keeps the last choice with ``stickiness``."""
+
+    name = "random"
+
+    def __init__(self, button_set: str | list[list[str]] = "simple", stickiness: float = 0.75, seed: int | None = None):
+        if not 0.0 <= stickiness < 1.0:
+            raise ValueError(f"stickiness must be in [0, 1), got {stickiness}")
+        self.num_buttons = len(resolve_button_set(button_set))
+        self.stickiness = stickiness
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None or not hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(seed)
+        self._last = 0
+
+    def act(self, observation, info) -> int:
+        if self._rng.random() >= self.stickiness:
+            self._last = int(self._rng.integers(self.num_buttons))
+        return self._last
+
+
+class RunRightPlayer:
+    """Runs right and jumps when an enemy is close ahead or Mario is blocked, using the state vector.
+
+    A simple RAM-aware player for demos and tests; ``button_set`` must contain
+    ``right+B`` and ``right+A+B`` (true of "simple", "right_only" and "complex").
+    """
+
+    name = "run_right"
+
+    def __init__(self, button_set: str | list[list[str]] = "simple", jump_frames: int = 6, enemy_distance: float = 48):
+        combos = resolve_button_set(button_set)
+        try:
+            self._run = combos.index(("right", "B"))
+            self._jump = combos.index(("right", "A", "B"))
+        except ValueError:
+            raise ValueError("RunRightPlayer needs the combos right+B and right+A+B in the button set") from None
+        self.jump_steps = jump_frames
+        self.enemy_distance = enemy_distance / 256.0
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        self._jumping = 0
+        self._cooldown = 0
+        self._last_x = None
+
+    def act(self, observation, info) -> int:
+        state, mask = observation["state"], observation["state_mask"]
+        player_x = state[STATE_INDEX["player_screen_x"]]
+        level_x = state[STATE_INDEX["player_level_x"]]
+        blocked = self._last_x is not None and level_x <= self._last_x
+        self._last_x = level_x
+        enemy_ahead = False
+        for slot in range(5):
+            index = STATE_INDEX[f"enemy{slot}_screen_x"]
+            if mask[index] and 0.0 < state[index] - player_x < self.enemy_distance:
+                enemy_ahead = True
+        if self._jumping:
+            self._jumping -= 1
+            return self._jump
+        if self._cooldown:
+            self._cooldown -= 1  # release A so the next jump registers
+            return self._run
+        if enemy_ahead or blocked:
+            self._jumping = self.jump_steps
+            self._cooldown = 1
+            return self._jump
+        return self._run
+
+
+class CallablePlayer:
+    """Adapts ``fn(observation) -> int`` to the player interface."""
+
+    name = "callable"
+
+    def __init__(self, fn: Callable[[dict[str, np.ndarray]], int]):
+        self.fn = fn
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def act(self, observation, info) -> int:
+        return int(self.fn(observation))
+
+
+def as_player(player: Player | Callable[[dict[str, np.ndarray]], int]) -> Player:
+    """A player, or a plain callable wrapped as one."""
+    if isinstance(player, Player):
+        return player
+    if callable(player):
+        return CallablePlayer(player)
+    raise TypeError(f"expected a Player (with reset and act) or a callable observation -> int, got {player!r}")
+
+
+#: Players by name.
+PLAYERS: dict[str, Callable[..., Player]] = {"random": RandomPlayer, "run_right": RunRightPlayer}
+
+
+def make_player(name: str, **kwargs) -> Player:
+    """A player by name, e.g. ``make_player("run_right", button_set="simple")``."""
+    if name not in PLAYERS:
+        raise ValueError(f"unknown player {name!r}: expected one of {sorted(PLAYERS)}")
+    return PLAYERS[name](**kwargs)

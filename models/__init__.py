@@ -1,0 +1,1 @@
+"""Reconstructors, metrics and scorers for frames seen through sparse sampled pixels."""

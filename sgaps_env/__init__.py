@@ -1,0 +1,40 @@
+"""SGAPS: Super Mario Bros as a Gymnasium environment observed through sparse sampled pixels.
+
+Importing this package registers ``SGAPS-SMB-v0`` (the whole game from 1-1) and
+``SGAPS-SMB-W-S-v0`` for each of the 32 stages (``W`` in 1..8, ``S`` in 1..4)::
+
+    import gymnasium as gym
+    import sgaps_env
+
+    env = gym.make("SGAPS-SMB-v0", stage="1-1", sample_count=500)
+    # or, without the import: gym.make("sgaps_env:SGAPS-SMB-v0")
+"""
+from gymnasium.envs.registration import register, registry
+
+from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, extract_pixels, make_pattern, pixel_to_uv,
+                              uv_to_pixel)
+from sgaps_env.env import SGAPSSuperMarioBrosEnv, parse_stage
+from sgaps_env.state import STATE_FIELDS, STATE_INDEX, StateVectorReader
+
+__version__ = "0.1.0"
+
+ENV_ID = "SGAPS-SMB-v0"
+ENTRY_POINT = "sgaps_env.env:SGAPSSuperMarioBrosEnv"
+
+
+def stage_env_id(world: int, stage: int) -> str:
+    """The registered id of one stage, e.g. ``stage_env_id(1, 1) == "SGAPS-SMB-1-1-v0"``."""
+    return f"SGAPS-SMB-{world}-{stage}-v0"
+
+
+if ENV_ID not in registry:
+    register(id=ENV_ID, entry_point=ENTRY_POINT)
+    for _world in range(1, 9):
+        for _stage in range(1, 5):
+            register(id=stage_env_id(_world, _stage), entry_point=ENTRY_POINT, kwargs={"stage": f"{_world}-{_stage}"})
+
+__all__ = [
+    "ENV_ID", "FRAME_HEIGHT", "FRAME_WIDTH", "PATTERNS", "STATE_FIELDS", "STATE_INDEX", "SGAPSSuperMarioBrosEnv",
+    "StateVectorReader", "extract_pixels", "make_pattern", "parse_stage", "pixel_to_uv", "stage_env_id",
+    "uv_to_pixel",
+]

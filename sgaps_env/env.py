@@ -1,0 +1,354 @@
+"""``SGAPS-SMB-v0``: Super Mario Bros seen through a few hundred sampled pixels."""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gym_super_mario_bros import SuperMarioBrosEnv
+
+from sgaps_env.buttons import combo_to_byte, resolve_button_set
+from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, channels_for, extract_pixels,
+                              make_pattern, validate_coords)
+from sgaps_env.render import HumanViewer
+from sgaps_env.state import DEFAULT_MAX_STATE_DIM, DEFAULT_SENTINEL, StateVectorReader
+
+#: The reward a step can return.
+REWARD_MODES = ("game", "reconstruction")
+
+#: A reconstruction scorer: ``scorer(frame, pixels, state, state_mask) -> float``, higher is better.
+#: ``frame`` is the true ``(240, 256, 3)`` uint8 frame the pixels were sampled from.
+Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
+
+_STAGE_PATTERN = re.compile(r"^\s*([1-8])\s*-\s*([1-4])\s*$")
+
+
+def parse_stage(stage: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"1-1"`` or ``(1, 1)`` -> ``(world, stage)``; ``None`` (the whole game from 1-1) stays ``None``."""
+    if stage is None:
+        return None
+    if isinstance(stage, str):
+        match = _STAGE_PATTERN.match(stage)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+    elif isinstance(stage, (tuple, list)) and len(stage) == 2 and all(isinstance(x, (int, np.integer)) for x in stage):
+        world, level = int(stage[0]), int(stage[1])
+        if 1 <= world <= 8 and 1 <= level <= 4:
+            return world, level
+    raise ValueError(f"unknown stage {stage!r}: expected 'W-S' with world W in 1..8 and stage S in 1..4 "
+                     "(e.g. '1-1' or (1, 1)), or None for the whole game from 1-1")
+
+
+class SGAPSSuperMarioBrosEnv(gym.Env):
+    """Super Mario Bros where the agent sees only the pixels it asked for, plus a RAM state vector.
+
+    ## Description
+
+    Each step the agent presses a button combination *and* chooses the
+    ``sample_count`` coordinates at which the frame that this step produces is
+    sampled. The observation is those sampled pixels and a game-state vector
+    read from the NES RAM (player, enemies, camera, level, HUD values) that
+    describes the same frame. The full frame is never part of the observation;
+    ``return_frame=True`` adds a copy of it to ``info`` for recording and
+    scoring. The game is Super Mario Bros (NES) emulated by nes-py through
+    gym-super-mario-bros, with its ROM as shipped there.
+
+    ## Action space
+
+    ``Dict``:
+
+    | key | space | meaning |
+    |---|---|---|
+    | `buttons` | `Discrete(len(button set))` | index into the button set (default `"simple"`: NOOP, right, right+A, right+B, right+A+B, A, left) |
+    | `coords` | `Box(0, 1, (sample_count, 2), float32)` | `(u, v)` where the frame produced by this step is sampled; `u = x / 256` horizontal, `v = y / 240` vertical (see `sgaps_env.coords`) |
+
+    ## Observation space
+
+    ``Dict``:
+
+    | key | space | meaning |
+    |---|---|---|
+    | `pixels` | `Box(0, 1, (sample_count, 2 + C), float32)` | rows `(u, v, value...)`: the centre of each pixel read and its value; `C = 1` (BT.601 luma) for `color="gray"`, `C = 3` for `"rgb"` |
+    | `state` | `Box(low, high, (max_state_dim,), float32)` | the fields of `sgaps_env.STATE_FIELDS` (41 of them; see `docs/state_vector.md`), then `sentinel` padding |
+    | `state_mask` | `Box(0, 1, (max_state_dim,), float32)` | 1 where `state` holds a valid value; 0 for padding and for the fields of inactive enemy slots |
+
+    The state describes the frame the pixels came from: the NES draws a frame
+    from the RAM as it stood one frame earlier, so the RAM is read just before
+    the last emulated frame of the step.
+
+    ## Rewards
+
+    ``reward_mode="game"`` (default): gym-super-mario-bros' reward summed over
+    the step's frames (progress to the right, clock penalty, score, coins,
+    power-up, stage clear +50, death -25). ``reward_mode="reconstruction"``:
+    the value the ``scorer`` gives this step's sampled pixels. With a scorer
+    set, ``info`` carries both ``game_reward`` and ``reconstruction_score``.
+
+    ## Starting state
+
+    The emulator is restored to the first playable frame of the stage (or of
+    1-1 for the whole game), then ``1 + U{0, noop_max}`` no-op frames are run,
+    drawn from the environment's ``np_random``: the emulator itself is
+    deterministic, so this is where seeds make sessions differ. The first
+    frame is sampled at ``initial_pattern`` (or at ``options["coords"]``).
+
+    ## Episode end
+
+    Terminated when Mario dies or reaches the flag (single stage), or at game
+    over (``stage=None``: the whole game, three lives). Never truncated by the
+    environment itself; pass ``max_episode_steps`` to ``gym.make`` for a time
+    limit. Stepping after the end raises ``ValueError``: call ``reset``.
+
+    ## Arguments
+
+    | argument | default | meaning |
+    |---|---|---|
+    | `stage` | `None` | `"W-S"` (e.g. `"1-1"`) for one stage, `None` for the whole game from 1-1. Ids `SGAPS-SMB-W-S-v0` fix it. |
+    | `sample_count` | 500 | pixels sampled per frame (N) |
+    | `color` | `"gray"` | `"gray"` (BT.601 luma) or `"rgb"` |
+    | `frame_skip` | 4 | NES frames per step; the same buttons are held for all of them |
+    | `buttons` | `"simple"` | `"simple"`, `"right_only"`, `"complex"` or a list of combos such as `[["right", "A"]]` |
+    | `max_state_dim` | 64 | length of `state` and `state_mask` (at least 41) |
+    | `sentinel` | -999.0 | value of padded and masked state entries |
+    | `initial_pattern` | `"uniform_grid"` | fixed pattern for the first frame: `uniform_grid`, `random`, `stratified`, `checkerboard` |
+    | `noop_max` | 30 | largest number of extra random no-op frames at reset |
+    | `repeat_action_probability` | 0.0 | per-frame chance that the previous frame's buttons are held instead (sticky actions, as in ALE v5) |
+    | `clip_coords` | `False` | clip out-of-range coordinates into [0, 1] instead of raising |
+    | `return_frame` | `False` | put a copy of the true `(240, 256, 3)` uint8 frame in `info["frame"]` |
+    | `scorer` | `None` | `scorer(frame, pixels, state, state_mask) -> float`, called every step |
+    | `reward_mode` | `"game"` | `"game"` or `"reconstruction"` (needs a scorer) |
+    | `render_mode` | `None` | `"rgb_array"` (the true frame) or `"human"` (a pygame window: true frame beside the samples) |
+
+    ## Info
+
+    Every step: `frame_index` (NES frames since reset, including the game's own
+    skipped animations), `world`, `stage`, `x_pos` (Mario's x in the level),
+    `flag_get`, `game_reward`; plus `reconstruction_score` with a scorer and
+    `frame` with `return_frame`. `game_info()` returns gym-super-mario-bros'
+    full info dict on demand (it is slow to build, so not every step).
+
+    ## Version history
+
+    * v0: initial version (gym-super-mario-bros 9.1, nes-py 9.0).
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
+
+    def __init__(
+        self,
+        stage: str | tuple[int, int] | None = None,
+        sample_count: int = 500,
+        color: str = "gray",
+        frame_skip: int = 4,
+        buttons: str | list[list[str]] = "simple",
+        max_state_dim: int = DEFAULT_MAX_STATE_DIM,
+        sentinel: float = DEFAULT_SENTINEL,
+        initial_pattern: str = "uniform_grid",
+        noop_max: int = 30,
+        repeat_action_probability: float = 0.0,
+        clip_coords: bool = False,
+        return_frame: bool = False,
+        scorer: Scorer | None = None,
+        reward_mode: str = "game",
+        render_mode: str | None = None,
+    ):
+        self.stage = parse_stage(stage)
+        if not isinstance(sample_count, (int, np.integer)) or not 1 <= sample_count <= FRAME_HEIGHT * FRAME_WIDTH:
+            raise ValueError(f"sample_count must be an integer in [1, {FRAME_HEIGHT * FRAME_WIDTH}], got {sample_count!r}")
+        channels = channels_for(color)
+        if not isinstance(frame_skip, (int, np.integer)) or frame_skip < 1:
+            raise ValueError(f"frame_skip must be a positive integer, got {frame_skip!r}")
+        if initial_pattern not in PATTERNS:
+            raise ValueError(f"unknown initial_pattern {initial_pattern!r}: expected one of {sorted(PATTERNS)}")
+        if not isinstance(noop_max, (int, np.integer)) or noop_max < 0:
+            raise ValueError(f"noop_max must be a non-negative integer, got {noop_max!r}")
+        if not 0.0 <= repeat_action_probability < 1.0:
+            raise ValueError(f"repeat_action_probability must be in [0, 1), got {repeat_action_probability!r}")
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"unknown reward_mode {reward_mode!r}: expected one of {REWARD_MODES}")
+        if reward_mode == "reconstruction" and scorer is None:
+            raise ValueError("reward_mode='reconstruction' needs a scorer: pass scorer=callable(frame, pixels, "
+                             "state, state_mask) -> float, e.g. models.scoring.BaselineScorer()")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None")
+
+        self.sample_count = int(sample_count)
+        self.color = color
+        self.frame_skip = int(frame_skip)
+        self.button_combos = resolve_button_set(buttons)
+        self._button_bytes = [combo_to_byte(combo) for combo in self.button_combos]
+        self.initial_pattern = initial_pattern
+        self.noop_max = int(noop_max)
+        self.repeat_action_probability = float(repeat_action_probability)
+        self.clip_coords = bool(clip_coords)
+        self.return_frame = bool(return_frame)
+        self.scorer = scorer
+        self.reward_mode = reward_mode
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": 60 / self.frame_skip}
+        self.state_reader = StateVectorReader(max_state_dim, sentinel)
+
+        state_low, state_high = self.state_reader.bounds
+        self.observation_space = spaces.Dict({
+            "pixels": spaces.Box(0.0, 1.0, (self.sample_count, 2 + channels), np.float32),
+            "state": spaces.Box(state_low, state_high, dtype=np.float32),
+            "state_mask": spaces.Box(0.0, 1.0, (self.state_reader.max_state_dim,), np.float32),
+        })
+        self.action_space = spaces.Dict({
+            "buttons": spaces.Discrete(len(self.button_combos)),
+            "coords": spaces.Box(0.0, 1.0, (self.sample_count, 2), np.float32),
+        })
+
+        self._game = SuperMarioBrosEnv(target=self.stage)
+        self._ram = self._game.ram
+        self._screen = self._game.screen
+        # The screen shows the RAM as it was one frame earlier, so every frame advance (ours and
+        # the game wrapper's own animation skips) first snapshots the RAM it is about to render.
+        self._ram_before_frame = np.zeros_like(self._ram)
+        self._native_advance = self._game._env.frame_advance
+        self._game._frame_advance = self._advance
+        self._frame_index = 0
+        self._last_byte = 0
+        self._episode_over = True
+        self._viewer = None
+        self._last_pixels = np.zeros((0, 2 + channels), dtype=np.float32)
+
+    # --- emulation -----------------------------------------------------------------------------
+
+    def _advance(self, byte: int) -> None:
+        np.copyto(self._ram_before_frame, self._ram)
+        self._native_advance(byte)
+        self._frame_index += 1
+
+    def _observe(self, coords: np.ndarray) -> dict[str, np.ndarray]:
+        state, state_mask = self.state_reader.read(self._ram_before_frame)
+        return {"pixels": extract_pixels(self._screen, coords, self.color), "state": state, "state_mask": state_mask}
+
+    def _info(self, observation: dict[str, np.ndarray], game_reward: float) -> dict[str, Any]:
+        game = self._game
+        info = {
+            "frame_index": self._frame_index,
+            "world": game._world,
+            "stage": game._stage,
+            "x_pos": game._x_position,
+            "flag_get": game._flag_get,
+            "game_reward": game_reward,
+        }
+        if self.scorer is not None or self.return_frame:
+            frame = self._screen.copy()
+            if self.return_frame:
+                info["frame"] = frame
+            if self.scorer is not None:
+                info["reconstruction_score"] = float(self.scorer(frame, observation["pixels"],
+                                                                 observation["state"], observation["state_mask"]))
+        return info
+
+    def _parse_action(self, action) -> tuple[int, np.ndarray]:
+        try:
+            buttons, coords = action["buttons"], action["coords"]
+        except (KeyError, TypeError, IndexError):
+            raise ValueError(f"action must be a dict with keys 'buttons' and 'coords', got {type(action).__name__}: "
+                             f"use {{'buttons': int in [0, {len(self.button_combos)}), 'coords': "
+                             f"float32 array of shape ({self.sample_count}, 2)}}") from None
+        scalar = np.asarray(buttons)
+        if scalar.ndim != 0 or not np.issubdtype(scalar.dtype, np.integer):
+            raise ValueError(f"buttons must be a single integer index, got {buttons!r}")
+        index = int(scalar)
+        if not 0 <= index < len(self.button_combos):
+            names = ", ".join(f"{i}: {'+'.join(combo)}" for i, combo in enumerate(self.button_combos))
+            raise ValueError(f"unknown button index {index}: this environment's button set has "
+                             f"{len(self.button_combos)} entries ({names})")
+        return index, validate_coords(coords, self.sample_count, self.clip_coords)
+
+    # --- Gymnasium API -------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if self._game is None:
+            raise ValueError("the environment is closed; create a new one with gym.make('SGAPS-SMB-v0')")
+        options = options or {}
+        self._game.reset()
+        self._frame_index = 0
+        self._last_byte = 0
+        # At least one frame, so that the screen buffer is drawn from the restored RAM.
+        for _ in range(1 + int(self.np_random.integers(0, self.noop_max + 1))):
+            self._advance(0)
+        self._game._did_reset()  # re-baseline the game's reward trackers after the no-ops
+        if "coords" in options:
+            coords = validate_coords(options["coords"], self.sample_count, self.clip_coords)
+        else:
+            coords = make_pattern(self.initial_pattern, self.sample_count, self.np_random)
+        self._episode_over = False
+        observation = self._observe(coords)
+        self._last_pixels = observation["pixels"]
+        info = self._info(observation, 0.0)
+        if self.render_mode == "human":
+            self.render()
+        return observation, info
+
+    def step(self, action):
+        if self._game is None:
+            raise ValueError("the environment is closed; create a new one with gym.make('SGAPS-SMB-v0')")
+        if self._episode_over:
+            raise ValueError("the episode is over (or reset() was never called): call reset() before step()")
+        button_index, coords = self._parse_action(action)
+        byte = self._button_bytes[button_index]
+        game = self._game
+        game_reward = 0.0
+        terminated = False
+        for _ in range(self.frame_skip):
+            if self.repeat_action_probability and self.np_random.random() < self.repeat_action_probability:
+                frame_byte = self._last_byte
+            else:
+                frame_byte = byte
+            self._advance(frame_byte)
+            self._last_byte = frame_byte
+            game_reward += game._get_reward()
+            terminated = bool(game._get_terminated())
+            game._did_step(terminated)
+            if terminated:
+                break
+        self._episode_over = terminated
+        observation = self._observe(coords)
+        self._last_pixels = observation["pixels"]
+        info = self._info(observation, float(game_reward))
+        reward = info["reconstruction_score"] if self.reward_mode == "reconstruction" else float(game_reward)
+        if self.render_mode == "human":
+            self.render()
+        return observation, reward, terminated, False, info
+
+    def render(self):
+        """``rgb_array``: a copy of the true frame. ``human``: a window with the frame beside the samples."""
+        if self.render_mode == "rgb_array":
+            return self._screen.copy()
+        if self.render_mode == "human":
+            if self._viewer is None:
+                self._viewer = HumanViewer("SGAPS-SMB-v0", fps=self.metadata["render_fps"])
+            self._viewer.show(self._screen, self._last_pixels)
+        return None
+
+    def close(self):
+        if self._viewer is not None:
+            self._viewer.close()
+            self._viewer = None
+        if self._game is not None:
+            self._game.close()
+            self._game = None
+        super().close()
+
+    # --- extras --------------------------------------------------------------------------------
+
+    def game_info(self) -> dict[str, Any]:
+        """gym-super-mario-bros' full info dict for the current RAM (about 40 keys)."""
+        return self._game._get_info()
+
+    def button_names(self) -> list[str]:
+        """Human-readable name of each button index, e.g. ``'right+A'``."""
+        return ["+".join(combo) for combo in self.button_combos]
+
+    @property
+    def ram(self) -> np.ndarray:
+        """The live 2048-byte NES RAM (a view: copy it to keep it)."""
+        return self._ram
