@@ -18,7 +18,7 @@ the NES renders a frame from the RAM as it was at the end of the previous
 frame, so the environment reads the RAM just before the last emulated frame
 of each step (see ``SGAPSSuperMarioBrosEnv``).
 
-``python -m sgaps_env.state`` prints the field table as Markdown (the same
+``python -m sgaps_env.describe`` prints the field table as Markdown (the same
 table is in ``docs/state_vector.md``).
 """
 from __future__ import annotations
@@ -197,6 +197,3 @@ def field_table_markdown(fields: tuple[StateField, ...] = STATE_FIELDS) -> str:
         )
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    print(field_table_markdown())
