@@ -1,28 +1,17 @@
 """Players: choose the button index of the next step from what the environment shows.
 
-Every player has one small interface, so recorders and experiments can take any of them by name:
-``player.reset(seed)`` at the start of an episode and ``player.act(observation, info) -> int``
-each step. A plain callable ``fn(observation) -> int`` can be adapted with ``as_player``.
+Every player implements ``sgaps_env.player.Player`` (``reset(seed)``, ``act(observation, info)
+-> int``), so recorders and experiments can take any of them by name with ``make_player``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Callable
 
 import numpy as np
 
 from sgaps_env.buttons import resolve_button_set
+from sgaps_env.player import CallablePlayer, Player, as_player
 from sgaps_env.state import STATE_INDEX
-
-
-@runtime_checkable
-class Player(Protocol):
-    """Chooses buttons. ``button_set`` names the env's button set it indexes into."""
-
-    name: str
-
-    def reset(self, seed: int | None = None) -> None: ...
-
-    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> int: ...
 
 
 class RandomPlayer:
@@ -97,29 +86,7 @@ class RunRightPlayer:
         return self._run
 
 
-class CallablePlayer:
-    """Adapts ``fn(observation) -> int`` to the player interface."""
-
-    name = "callable"
-
-    def __init__(self, fn: Callable[[dict[str, np.ndarray]], int]):
-        self.fn = fn
-
-    def reset(self, seed: int | None = None) -> None:
-        pass
-
-    def act(self, observation, info) -> int:
-        return int(self.fn(observation))
-
-
-def as_player(player: Player | Callable[[dict[str, np.ndarray]], int]) -> Player:
-    """A player, or a plain callable wrapped as one."""
-    if isinstance(player, Player):
-        return player
-    if callable(player):
-        return CallablePlayer(player)
-    raise TypeError(f"expected a Player (with reset and act) or a callable observation -> int, got {player!r}")
-
+__all__ = ["PLAYERS", "CallablePlayer", "Player", "RandomPlayer", "RunRightPlayer", "as_player", "make_player"]
 
 #: Players by name.
 PLAYERS: dict[str, Callable[..., Player]] = {"random": RandomPlayer, "run_right": RunRightPlayer}

@@ -14,7 +14,9 @@ from gymnasium.envs.registration import register, registry
 from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, extract_pixels, make_pattern, pixel_to_uv,
                               uv_to_pixel)
 from sgaps_env.env import SGAPSSuperMarioBrosEnv, parse_stage
+from sgaps_env.player import Player, as_player
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX, StateVectorReader
+from sgaps_env.wrappers import PlayerLearningWrapper, SamplerLearningWrapper, allocation_to_coords
 
 __version__ = "0.1.0"
 
@@ -34,7 +36,8 @@ if ENV_ID not in registry:
             register(id=stage_env_id(_world, _stage), entry_point=ENTRY_POINT, kwargs={"stage": f"{_world}-{_stage}"})
 
 __all__ = [
-    "ENV_ID", "FRAME_HEIGHT", "FRAME_WIDTH", "PATTERNS", "STATE_FIELDS", "STATE_INDEX", "SGAPSSuperMarioBrosEnv",
-    "StateVectorReader", "extract_pixels", "make_pattern", "parse_stage", "pixel_to_uv", "stage_env_id",
-    "uv_to_pixel",
+    "ENV_ID", "FRAME_HEIGHT", "FRAME_WIDTH", "PATTERNS", "STATE_FIELDS", "STATE_INDEX", "Player",
+    "PlayerLearningWrapper", "SGAPSSuperMarioBrosEnv", "SamplerLearningWrapper", "StateVectorReader",
+    "allocation_to_coords", "as_player", "extract_pixels", "make_pattern", "parse_stage", "pixel_to_uv",
+    "stage_env_id", "uv_to_pixel",
 ]

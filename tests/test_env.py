@@ -109,9 +109,10 @@ def test_seed_changes_the_game_through_noop_starts(make_env):
     assert make_env(noop_max=0).reset(seed=5)[1]["frame_index"] == 1
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_vector_envs_step_in_batches(mode):
-    envs = gym.make_vec("SGAPS-SMB-1-1-v0", num_envs=2, vectorization_mode=mode, sample_count=32)
+@pytest.mark.parametrize("mode, vector_kwargs", [("sync", {}), ("async", {"context": "spawn"})])
+def test_vector_envs_step_in_batches(mode, vector_kwargs):
+    envs = gym.make_vec("SGAPS-SMB-1-1-v0", num_envs=2, vectorization_mode=mode, vector_kwargs=vector_kwargs,
+                        sample_count=32)
     try:
         observations, _ = envs.reset(seed=[1, 2])
         assert observations["pixels"].shape == (2, 32, 3)
