@@ -1,0 +1,301 @@
+"""How much does SGAPS-SMB-v0 cost on top of the NES emulator? Emulated NES frames per second of:
+
+  (a) the pure emulator: nes-py's native frame_advance(byte) in a loop (no reward, no info);
+  (b) gym-super-mario-bros' own env.step(byte): one frame per step, its reward and info dict;
+  (c) SGAPS-SMB-v0: SGAPSSuperMarioBrosEnv(stage="1-1", sample_count=500, color="gray",
+      frame_skip=4) with a fixed coords array, frames counted from info["frame_index"]
+      (the reset no-op frames and the time spent in reset included).
+
+All three play stage 1-1 with the same button schedule (right+B held, A held for part of
+every period) and start over when Mario dies or reaches the flag. The contestants run
+interleaved, --rounds rounds of --seconds each with the order rotated every round, so that
+a noisy machine hurts them alike; the medians over the rounds are compared.
+
+    python experiments/benchmark_env.py                 # about 35 s
+    python experiments/benchmark_env.py --rounds 9 --json outputs/benchmark.json
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (python experiments/benchmark_env.py): make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from gym_super_mario_bros import SuperMarioBrosEnv
+from tqdm import tqdm
+
+from experiments.cli import arg, parse_args
+from sgaps_env import SGAPSSuperMarioBrosEnv, make_pattern
+from sgaps_env.buttons import combo_to_byte
+
+
+@dataclass
+class Args:
+    """Options of the environment benchmark."""
+
+    rounds: int = arg(5, "rounds; each round runs every contestant once, in an order rotated per round")
+    seconds: float = arg(2.0, "seconds each contestant runs in each round")
+    warmup: float = arg(0.5, "seconds each contestant runs once, unmeasured, before the first round")
+    target: float = arg(0.90, "target for the ratio SGAPS fps / pure-emulator fps; below it the verdict is FAIL")
+    sample_count: int = arg(500, "pixels SGAPS samples per frame")
+    color: str = arg("gray", "colour mode of the SGAPS samples", choices=["gray", "rgb"])
+    frame_skip: int = arg(4, "NES frames per SGAPS step")
+    jump_period: int = arg(48, "period of the button schedule in frames: right+B is always held ...")
+    jump_frames: int = arg(16, "... and A for the first this many frames of every period")
+    seed: int = arg(0, "seed of the SGAPS reset no-ops and of the fixed random coords")
+    json: str | None = arg(None, "also write the numbers to this JSON file")
+    progress: bool = arg(True, "show a progress bar")
+
+
+#: The contestants, in their order in round 0.
+CONTESTANTS = ("emulator", "gym_smb", "sgaps")
+
+RIGHT_B = combo_to_byte(("right", "B"))
+RIGHT_A_B = combo_to_byte(("right", "A", "B"))
+
+#: Frames (or steps) between two looks at the clock; also how often (a) checks for Mario's end.
+CHUNK_FRAMES = 64
+
+
+def button_schedule(period: int, jump_frames: int) -> list[int]:
+    """Controller byte of each frame of one period: right+B, plus A for the first ``jump_frames`` frames."""
+    if period < 1 or not 0 <= jump_frames <= period:
+        raise ValueError(f"need jump_period >= 1 and 0 <= jump_frames <= jump_period, got {period} and {jump_frames}")
+    return [RIGHT_A_B if t < jump_frames else RIGHT_B for t in range(period)]
+
+
+# --- the three contestants: each runs for about `seconds` and returns (frames, steps, elapsed) -------------
+
+
+def run_emulator(env: SuperMarioBrosEnv, schedule: list[int], seconds: float) -> tuple[int, int, float]:
+    """(a) nes-py's native frame_advance in a loop; every CHUNK_FRAMES frames, start over if Mario's run ended."""
+    frame_advance = env._env.frame_advance
+    period = len(schedule)
+    frames = 0
+    t = 0  # frame of the button schedule
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(CHUNK_FRAMES):
+            frame_advance(schedule[t % period])
+            t += 1
+        frames += CHUNK_FRAMES
+        if env._get_terminated():  # dying, dead or at the flag: restore the start of 1-1 as (b) and (c) do
+            env._restore()
+            t = 0
+        if time.perf_counter() >= deadline:
+            break
+    return frames, frames, time.perf_counter() - start
+
+
+def run_gym_smb(env: SuperMarioBrosEnv, schedule: list[int], seconds: float) -> tuple[int, int, float]:
+    """(b) gym-super-mario-bros' env.step: one frame per step plus the frames its own skips emulate."""
+    extra = [0]
+    native = env._env.frame_advance
+
+    def counted_frame_advance(byte):  # the wrapper's animation skips (death, pipes) go through this method
+        extra[0] += 1
+        native(byte)
+
+    env._frame_advance = counted_frame_advance
+    period = len(schedule)
+    steps = 0
+    t = 0
+    env.reset()
+    start = time.perf_counter()
+    deadline = start + seconds
+    try:
+        while True:
+            for _ in range(CHUNK_FRAMES):
+                _, _, terminated, _, _ = env.step(schedule[t % period])
+                t += 1
+                if terminated:
+                    env.reset()
+                    t = 0
+            steps += CHUNK_FRAMES
+            if time.perf_counter() >= deadline:
+                break
+        elapsed = time.perf_counter() - start
+    finally:
+        del env._frame_advance
+    return steps + extra[0], steps, elapsed
+
+
+def run_sgaps(env: SGAPSSuperMarioBrosEnv, coords: np.ndarray, schedule: list[int], seconds: float,
+              seed: int | None = None) -> tuple[int, int, float]:
+    """(c) SGAPS-SMB-v0 steps with fixed coords; frames from info["frame_index"], resets included."""
+    byte_to_index = {byte: i for i, byte in enumerate(env._button_bytes)}
+    actions = [{"buttons": byte_to_index[byte], "coords": coords} for byte in schedule]
+    period = len(schedule)
+    chunk = max(1, CHUNK_FRAMES // env.frame_skip)
+    frames = steps = 0  # frames of the finished episodes
+    start = time.perf_counter()
+    deadline = start + seconds
+    _, info = env.reset(seed=seed, options={"coords": coords})
+    t = 0
+    while True:
+        for _ in range(chunk):
+            _, _, terminated, _, info = env.step(actions[t % period])
+            t += env.frame_skip
+            if terminated:
+                frames += info["frame_index"]
+                _, info = env.reset(options={"coords": coords})
+                t = 0
+        steps += chunk
+        if time.perf_counter() >= deadline:
+            break
+    elapsed = time.perf_counter() - start
+    return frames + info["frame_index"], steps, elapsed
+
+
+# --- measurement ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchmarkResult:
+    """Per-round measurements, medians and the verdict."""
+
+    rounds: int
+    seconds: float
+    target: float
+    frame_skip: int
+    sample_count: int
+    color: str
+    fps: dict[str, list[float]] = field(default_factory=dict)  # emulated frames per second, per round
+    frames: dict[str, list[int]] = field(default_factory=dict)
+    steps: dict[str, list[int]] = field(default_factory=dict)
+    elapsed: dict[str, list[float]] = field(default_factory=dict)
+    median_fps: dict[str, float] = field(default_factory=dict)
+    ratio_sgaps: float = float("nan")  # median (c) / median (a)
+    ratio_gym_smb: float = float("nan")  # median (b) / median (a)
+    sgaps_overhead_us_per_step: float = float("nan")  # median over rounds of (c)'s time beyond (a)'s per step
+    gym_smb_overhead_us_per_step: float = float("nan")
+    passed: bool = False
+    machine: str = ""
+
+
+def _overhead_us_per_step(frames: int, steps: int, elapsed: float, emulator_fps: float) -> float:
+    """Time per step beyond what the pure emulator needs for the same frames, in microseconds."""
+    return (elapsed - frames / emulator_fps) / steps * 1e6
+
+
+def measure(rounds: int = 5, seconds: float = 2.0, warmup: float = 0.5, target: float = 0.90,
+            sample_count: int = 500, color: str = "gray", frame_skip: int = 4, jump_period: int = 48,
+            jump_frames: int = 16, seed: int = 0, progress: bool = False) -> BenchmarkResult:
+    """Run the three contestants interleaved for ``rounds`` rounds of ``seconds`` each and compare them."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if seconds <= 0 or warmup < 0:
+        raise ValueError(f"seconds must be positive and warmup non-negative, got {seconds} and {warmup}")
+    schedule = button_schedule(jump_period, jump_frames)
+    result = BenchmarkResult(rounds=rounds, seconds=seconds, target=target, frame_skip=frame_skip,
+                             sample_count=sample_count, color=color,
+                             machine=f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    emulator = SuperMarioBrosEnv(target=(1, 1))
+    gym_smb = SuperMarioBrosEnv(target=(1, 1))
+    sgaps = SGAPSSuperMarioBrosEnv(stage="1-1", sample_count=sample_count, color=color, frame_skip=frame_skip)
+    try:
+        emulator.reset()
+        coords = make_pattern("random", sample_count, np.random.default_rng(seed))
+        runners = {
+            "emulator": lambda s: run_emulator(emulator, schedule, s),
+            "gym_smb": lambda s: run_gym_smb(gym_smb, schedule, s),
+            "sgaps": lambda s: run_sgaps(sgaps, coords, schedule, s, seed=seed),
+        }
+        if warmup > 0:
+            for name in CONTESTANTS:
+                runners[name](warmup)
+        for name in CONTESTANTS:
+            result.fps[name], result.frames[name], result.steps[name], result.elapsed[name] = [], [], [], []
+        bar = tqdm(total=rounds * len(CONTESTANTS), desc="benchmark", unit="run", disable=not progress)
+        for round_index in range(rounds):
+            shift = round_index % len(CONTESTANTS)
+            for name in CONTESTANTS[shift:] + CONTESTANTS[:shift]:
+                bar.set_postfix_str(f"round {round_index + 1}/{rounds}: {name}")
+                frames, steps, elapsed = runners[name](seconds)
+                result.frames[name].append(frames)
+                result.steps[name].append(steps)
+                result.elapsed[name].append(elapsed)
+                result.fps[name].append(frames / elapsed)
+                bar.update()
+        bar.close()
+    finally:
+        emulator.close()
+        gym_smb.close()
+        sgaps.close()
+
+    result.median_fps = {name: statistics.median(result.fps[name]) for name in CONTESTANTS}
+    result.ratio_sgaps = result.median_fps["sgaps"] / result.median_fps["emulator"]
+    result.ratio_gym_smb = result.median_fps["gym_smb"] / result.median_fps["emulator"]
+    for name, attribute in (("sgaps", "sgaps_overhead_us_per_step"), ("gym_smb", "gym_smb_overhead_us_per_step")):
+        per_round = [_overhead_us_per_step(result.frames[name][r], result.steps[name][r], result.elapsed[name][r],
+                                           result.fps["emulator"][r]) for r in range(rounds)]
+        setattr(result, attribute, statistics.median(per_round))
+    result.passed = result.ratio_sgaps >= target
+    return result
+
+
+# --- report --------------------------------------------------------------------------------------------------
+
+
+def labels(result: BenchmarkResult) -> dict[str, str]:
+    return {
+        "emulator": "(a) nes-py `frame_advance` (pure emulator)",
+        "gym_smb": "(b) gym-super-mario-bros `step` (1 frame/step)",
+        "sgaps": f"(c) SGAPS-SMB-v0 `step` ({result.frame_skip} frames/step, {result.sample_count} px {result.color})",
+    }
+
+
+def format_report(result: BenchmarkResult) -> str:
+    """The printed report: per-round fps, medians, ratios, overheads, the verdict and a markdown table."""
+    names = labels(result)
+    lines = [f"Emulated NES frames per second, stage 1-1, {result.rounds} rounds x {result.seconds:g} s per "
+             f"contestant, interleaved ({result.machine})", ""]
+    width = max(len(label) for label in names.values())
+    for name in CONTESTANTS:
+        rounds = " ".join(f"{fps:7.0f}" for fps in result.fps[name])
+        lines.append(f"  {names[name]:<{width}}  median {result.median_fps[name]:7.0f} fps   rounds: {rounds}")
+    lines += [
+        "",
+        f"  ratio (c)/(a) SGAPS / pure emulator:            {result.ratio_sgaps:.3f}",
+        f"  ratio (b)/(a) gym-super-mario-bros / emulator:  {result.ratio_gym_smb:.3f}",
+        f"  SGAPS overhead over the pure emulator:           {result.sgaps_overhead_us_per_step:8.1f} us per step "
+        f"({result.frame_skip} frames, pixel sampling, state vector, resets)",
+        f"  gym-super-mario-bros overhead over the emulator: {result.gym_smb_overhead_us_per_step:8.1f} us per step "
+        "(1 frame, reward, info dict)",
+        "",
+        f"{'PASS' if result.passed else 'FAIL'}: SGAPS runs at {result.ratio_sgaps:.1%} of the pure emulator's "
+        f"speed (target >= {result.target:.0%})",
+        "",
+        "| environment | emulated frames/s (median) | vs pure emulator |",
+        "|---|---:|---:|",
+    ]
+    for name in CONTESTANTS:
+        lines.append(f"| {names[name]} | {result.median_fps[name]:,.0f} | "
+                     f"{result.median_fps[name] / result.median_fps['emulator']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(args: Args) -> BenchmarkResult:
+    result = measure(rounds=args.rounds, seconds=args.seconds, warmup=args.warmup, target=args.target,
+                     sample_count=args.sample_count, color=args.color, frame_skip=args.frame_skip,
+                     jump_period=args.jump_period, jump_frames=args.jump_frames, seed=args.seed,
+                     progress=args.progress)
+    print(format_report(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        print(f"\nwrote {path.resolve()}")
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_args(Args, __doc__))
