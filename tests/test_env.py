@@ -81,8 +81,9 @@ def test_make_with_module_prefix_imports_the_package():
 # --- conformance --------------------------------------------------------------------------------
 
 
-def test_gymnasium_env_checker_passes_without_warnings():
-    env = gym.make("SGAPS-SMB-1-1-v0", sample_count=64)
+@pytest.mark.parametrize("env_id", [sgaps_env.ENV_ID, "SGAPS-SMB-1-1-v0"])
+def test_gymnasium_env_checker_passes_without_warnings(env_id):
+    env = gym.make(env_id)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         check_env(env.unwrapped)
