@@ -83,7 +83,7 @@ def moment_steps(steps: int, moments: int) -> list[int]:
 def plot_moments(moments: list[Moment], args: Args, path: Path) -> None:
     """frames.png: one row per moment, true frame | sampled pixels | nearest-neighbour reconstruction."""
     rows = len(moments)
-    figure, axes = plt.subplots(rows, 3, figsize=(13.5, 4.1 * rows + 0.9), squeeze=False)
+    figure, axes = plt.subplots(rows, 3, figsize=(13.5, 4.1 * rows + 0.9), squeeze=False, layout="constrained")
     total = FRAME_HEIGHT * FRAME_WIDTH
     figure.suptitle(f"SGAPS-SMB-v0, stage {args.stage}: the agent sees {args.sample_count} of {total:,} pixels "
                     f"({args.sample_count / total:.2%}), '{args.pattern}' pattern, {args.color}\n"
@@ -103,7 +103,6 @@ def plot_moments(moments: list[Moment], args: Args, path: Path) -> None:
         for axis in row:
             axis.set_xticks([])
             axis.set_yticks([])
-    figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
