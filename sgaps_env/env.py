@@ -189,6 +189,13 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": 60 / self.frame_skip}
         self.state_reader = StateVectorReader(max_state_dim, sentinel)
+        self._config = {
+            "stage": None if self.stage is None else f"{self.stage[0]}-{self.stage[1]}",
+            "sample_count": self.sample_count, "color": color, "frame_skip": self.frame_skip,
+            "buttons": [list(combo) for combo in self.button_combos], "max_state_dim": self.state_reader.max_state_dim,
+            "sentinel": self.state_reader.sentinel, "initial_pattern": initial_pattern, "noop_max": self.noop_max,
+            "repeat_action_probability": self.repeat_action_probability, "clip_coords": self.clip_coords,
+        }
 
         state_low, state_high = self.state_reader.bounds
         self.observation_space = spaces.Dict({
@@ -352,3 +359,17 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     def ram(self) -> np.ndarray:
         """The live 2048-byte NES RAM (a view: copy it to keep it)."""
         return self._ram
+
+    @property
+    def frame_ram(self) -> np.ndarray:
+        """The 2048-byte RAM the current frame was drawn from (the state vector's source; a copy)."""
+        return self._ram_before_frame.copy()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that determine the game and the observations, JSON-serialisable.
+
+        ``SGAPSSuperMarioBrosEnv(**env.config)`` plays the same sessions for the same seeds and
+        actions (the scorer, reward mode, rendering and ``return_frame`` are not part of it).
+        """
+        return dict(self._config, buttons=[list(combo) for combo in self.button_combos])

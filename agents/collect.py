@@ -1,0 +1,393 @@
+"""Record play of SGAPS-SMB-v0 into a session file: `python agents/collect.py --help`.
+
+A player presses the buttons, a sampler chooses where each frame is sampled, and every episode
+becomes one session (observations, actions, rewards and the true frames as ground truth) in the
+session file described in docs/session_format.md.
+
+Sessions are named and seeded from the arguments, so rerunning the same command skips what is
+already recorded (resume), and asking for more episodes or other stages appends. A kill at any
+moment (even SIGKILL) leaves every recorded session readable; Ctrl-C stops after the sessions in
+progress are discarded and everything finished is indexed.
+
+    python agents/collect.py --player heuristic --stages 1-1 1-2 --episodes 20 --workers 2
+    python agents/collect.py --stages all --frames 20000 --output data/all.h5
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import inspect
+import json
+import multiprocessing
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from tqdm import tqdm
+
+from agents.players import PLAYERS, make_player
+from experiments.cli import arg, parse_args
+from sgaps_env import SGAPSSuperMarioBrosEnv, __version__, parse_stage
+from sgaps_env.coords import PATTERNS
+from sgaps_env.sampler import PatternSampler
+from sgaps_env.session_file import (SessionFile, SessionFileError, SessionRecorder, checkpoint_key_for, check_name,
+                                    write_shard)
+
+ALL_STAGES = [f"{world}-{stage}" for world in range(1, 9) for stage in range(1, 5)]
+
+
+@dataclass
+class Args:
+    """Options of the recorder."""
+
+    player: str = arg("run_right", "who presses the buttons", choices=sorted(PLAYERS))
+    player_option: list[str] = arg([], "player keyword argument as KEY=VALUE (VALUE parsed as JSON when it can be); "
+                                       "repeatable, e.g. --player-option jitter=0.05")
+    pattern: str = arg("random", "where each frame is sampled: a fixed pattern ('random' and 'stratified' are "
+                                 "redrawn every frame)", choices=sorted(PATTERNS))
+    stages: list[str] = arg(["1-1"], "stages to record, 'W-S' each; 'all' means the 32 stages; 'game' means the "
+                                     "whole game from 1-1 (episodes end at game over)")
+    episodes: int = arg(4, "episodes per stage (ignored when --frames is given)")
+    frames: int | None = arg(None, "instead of --episodes: record episodes until each stage has at least this many "
+                                   "steps (the episodes in progress at that point are completed)")
+    max_steps: int = arg(4000, "steps after which an episode is cut off (recorded as truncated)")
+    sample_count: int = arg(500, "pixels sampled per frame")
+    color: str = arg("gray", "colour of the sampled values", choices=["gray", "rgb"])
+    frame_skip: int = arg(4, "NES frames per step")
+    buttons: str = arg("simple", "button set", choices=["simple", "right_only", "complex"])
+    noop_max: int = arg(30, "largest number of random no-op frames at reset (the emulator is deterministic: "
+                            "this is where seeds make episodes differ)")
+    sticky: float = arg(0.0, "per-frame probability of repeating the previous frame's buttons (sticky actions)")
+    workers: int = arg(1, "parallel recording processes")
+    seed: int = arg(0, "base seed; each episode's seed is derived from it, the stage and the episode number")
+    output: Path = arg(Path("data/sessions.h5"), "session file (index) to create or extend; shards go beside it "
+                                                 "in OUTPUT.shards/")
+    checkpoint_key: str | None = arg(None, "group the sessions under this key instead of the default "
+                                           "'smb1-W-S' (or 'smb1-all' for the whole game)")
+    store_frames: bool = arg(True, "store the full true frames (lossless; they are the ground truth)")
+    store_ram: bool = arg(False, "store the 2048-byte RAM each frame was drawn from")
+    progress: bool = arg(True, "show a progress bar")
+
+
+# --- the plan: which sessions, with which seeds -----------------------------------------------------
+
+
+def expand_stages(stages: list[str]) -> list[str | None]:
+    """Stage names as given on the command line -> 'W-S' strings (None for the whole game)."""
+    result: list[str | None] = []
+    for stage in stages:
+        if stage == "all":
+            result.extend(ALL_STAGES)
+        elif stage == "game":
+            result.append(None)
+        else:
+            world, level = parse_stage(stage)  # raises a clear ValueError for unknown stages
+            result.append(f"{world}-{level}")
+    return list(dict.fromkeys(result))
+
+
+def parse_player_options(options: list[str]) -> dict[str, Any]:
+    parsed = {}
+    for option in options:
+        key, separator, value = option.partition("=")
+        if not separator or not key.isidentifier():
+            raise ValueError(f"--player-option {option!r} must look like KEY=VALUE, e.g. jitter=0.05")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+@dataclass(frozen=True)
+class EpisodeTask:
+    """Everything a worker needs to record one episode."""
+
+    env_config: dict
+    player: str
+    player_options: dict
+    pattern: str
+    checkpoint_key: str
+    session_id: str
+    seed: int
+    episode: int
+    max_steps: int
+    store_frames: bool
+    store_ram: bool
+    shard: str
+    attrs: dict
+
+
+def episode_seed(base_seed: int, stage: str | None, episode: int) -> int:
+    """A 32-bit seed for one episode, distinct across base seeds, stages and episode numbers."""
+    stage_code = 0 if stage is None else int(stage[0]) * 10 + int(stage[2])
+    return int(np.random.SeedSequence([base_seed, stage_code, episode]).generate_state(1)[0])
+
+
+def config_tag(env_config: dict, args: Args, player_options: dict) -> str:
+    """Short hash of what makes episodes of one configuration: part of every session id."""
+    what = {"env": env_config, "player": args.player, "player_options": player_options, "pattern": args.pattern,
+            "seed": args.seed, "max_steps": args.max_steps}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def make_env_config(args: Args, stage: str | None) -> dict:
+    return SGAPSSuperMarioBrosEnv(stage=stage, sample_count=args.sample_count, color=args.color,
+                                  frame_skip=args.frame_skip, buttons=args.buttons, noop_max=args.noop_max,
+                                  repeat_action_probability=args.sticky).config
+
+
+# --- recording one episode (runs in a worker) --------------------------------------------------------
+
+_ENVS: dict[str, SGAPSSuperMarioBrosEnv] = {}
+_STEPS_DONE = None  # shared step counter for the progress bar, set in each worker
+
+
+def _env_for(config: dict, store_frames: bool) -> SGAPSSuperMarioBrosEnv:
+    key = json.dumps(config, sort_keys=True) + str(store_frames)
+    if key not in _ENVS:
+        _ENVS[key] = SGAPSSuperMarioBrosEnv(**config, return_frame=store_frames)
+    return _ENVS[key]
+
+
+def _build_player(name: str, options: dict, button_set: list):
+    accepted = inspect.signature(PLAYERS[name]).parameters
+    if "button_set" in accepted and "button_set" not in options:
+        options = dict(options, button_set=button_set)
+    return make_player(name, **options)
+
+
+def record_episode(task: EpisodeTask, shards_root: str) -> dict:
+    """Play one episode, write it as a complete shard, and return its summary."""
+    env = _env_for(task.env_config, task.store_frames)
+    player = _build_player(task.player, task.player_options, task.env_config["buttons"])
+    sampler = PatternSampler(task.pattern, env.sample_count)
+    recorder = SessionRecorder(task.checkpoint_key, task.session_id, task.attrs, task.store_frames, task.store_ram)
+
+    coords = sampler.reset(task.seed)
+    player.reset(task.seed)
+    observation, info = env.reset(seed=task.seed, options={"coords": coords})
+    started = time.perf_counter()
+    recorder.add(observation, info, ram=env.frame_ram if task.store_ram else None)
+    furthest_x, terminated, truncated, flag = info["x_pos"], False, False, False
+    for step in range(1, task.max_steps + 1):
+        buttons = player.act(observation, info)
+        observation, reward, terminated, truncated, info = env.step(
+            {"buttons": buttons, "coords": sampler.next_coords(observation, info)})
+        truncated = truncated or (step == task.max_steps and not terminated)
+        recorder.add(observation, info, buttons, reward, terminated, truncated, time.perf_counter() - started,
+                     ram=env.frame_ram if task.store_ram else None)
+        furthest_x, flag = max(furthest_x, info["x_pos"]), flag or info["flag_get"]
+        if _STEPS_DONE is not None and step % 32 == 0:
+            with _STEPS_DONE.get_lock():
+                _STEPS_DONE.value += 32
+        if terminated or truncated:
+            break
+    if _STEPS_DONE is not None:
+        with _STEPS_DONE.get_lock():
+            _STEPS_DONE.value += step % 32
+    data = recorder.finish(terminated=terminated, truncated=truncated, flag_get=bool(flag),
+                           furthest_x=int(furthest_x), final_world=info["world"], final_stage=info["stage"],
+                           emulated_frames=int(info["frame_index"]), wall_seconds=time.perf_counter() - started)
+    write_shard(Path(shards_root) / task.shard, data)
+    return {"checkpoint_key": task.checkpoint_key, "session_id": task.session_id, "steps": data.steps,
+            "flag_get": bool(flag), "furthest_x": int(furthest_x)}
+
+
+def _worker_init(counter) -> None:
+    global _STEPS_DONE
+    _STEPS_DONE = counter
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    try:  # die with the parent (Linux), so a killed recorder leaves no worker behind
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class StagePlan:
+    stage: str | None
+    checkpoint_key: str
+    env_config: dict
+    tag: str
+    next_episode: int = 0
+    recorded_steps: int = 0
+    wanted_episodes: int | None = None
+    wanted_steps: int | None = None
+    in_flight: int = 0
+    in_flight_steps: int = 0
+
+    def session_id(self, episode: int, args: Args) -> str:
+        return f"{args.player}-{args.pattern}-{self.tag}-ep{episode:05d}"
+
+    def expected_steps(self, max_steps: int) -> int:
+        """A guess of an episode's length, for planning --frames with several workers."""
+        done = self.next_episode - self.in_flight
+        return max(1, min(max_steps, self.recorded_steps // done if done > 0 else 300))
+
+
+def _lock(session_file: SessionFile):
+    lock = open(session_file.path.with_name(session_file.path.name + ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SessionFileError(f"another collect.py is writing to {session_file.path}: wait for it to finish, "
+                               "or record into another --output") from None
+    return lock
+
+
+def validate(args: Args) -> None:
+    for name in ("episodes", "max_steps", "sample_count", "frame_skip", "workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be at least 1, got {args.frames}")
+    if not 0.0 <= args.sticky < 1.0:
+        raise ValueError(f"--sticky must be in [0, 1), got {args.sticky}")
+    if args.checkpoint_key is not None:
+        check_name("--checkpoint-key", args.checkpoint_key)
+
+
+def main(args: Args) -> dict:
+    """Record what ``args`` asks for that the file does not hold yet; returns a summary."""
+    validate(args)
+    stages = expand_stages(args.stages)
+    player_options = parse_player_options(args.player_option)
+    _build_player(args.player, player_options, "simple")  # a bad player option fails now, not in a worker
+    session_file = SessionFile(args.output, create=True)
+    lock = _lock(session_file)
+    recovered = session_file.recover()
+    if recovered:
+        print(f"recovered {len(recovered)} finished session(s) that an interrupted run had not indexed")
+
+    plans = []
+    for stage in stages:
+        config = make_env_config(args, stage)
+        key = args.checkpoint_key or checkpoint_key_for(stage)
+        plan = StagePlan(stage, key, config, config_tag(config, args, player_options))
+        if args.frames is not None:
+            plan.wanted_steps = args.frames
+        else:
+            plan.wanted_episodes = args.episodes
+        plans.append(plan)
+
+    # what is already recorded: sessions are numbered, so skip those present and count their steps
+    with session_file.open() as index:
+        for plan in plans:
+            while (plan.checkpoint_key, plan.session_id(plan.next_episode, args)) in session_file:
+                group = index[plan.checkpoint_key][plan.session_id(plan.next_episode, args)]
+                plan.recorded_steps += int(group.attrs["steps"])
+                plan.next_episode += 1
+    skipped = sum(plan.next_episode for plan in plans)
+
+    def tasks():
+        """The first plan that needs another episode (counting those in flight), or None when all are satisfied."""
+        for plan in plans:
+            if plan.wanted_steps is not None:
+                if plan.recorded_steps + plan.in_flight_steps < plan.wanted_steps:
+                    return plan
+            elif plan.next_episode < plan.wanted_episodes:
+                return plan
+        return None
+
+    def make_task(plan: StagePlan) -> EpisodeTask:
+        episode = plan.next_episode
+        plan.next_episode += 1
+        seed = episode_seed(args.seed, plan.stage, episode)
+        session_id = plan.session_id(episode, args)
+        attrs = {"env_config": plan.env_config, "player": args.player, "player_options": player_options,
+                 "sampler": PatternSampler(args.pattern, args.sample_count).name, "pattern": args.pattern,
+                 "seed": seed, "episode": episode, "stage": plan.stage or "game", "base_seed": args.seed,
+                 "config_tag": plan.tag, "max_steps": args.max_steps, "recorder": f"agents/collect.py {__version__}"}
+        shard = session_file.shard_path(plan.checkpoint_key, session_id).relative_to(session_file.shards_dir)
+        return EpisodeTask(plan.env_config, args.player, player_options, args.pattern, plan.checkpoint_key,
+                           session_id, seed, episode, args.max_steps, args.store_frames, args.store_ram,
+                           shard.as_posix(), attrs)
+
+    total = (sum(max(0, plan.wanted_steps - plan.recorded_steps) for plan in plans) if args.frames is not None
+             else None)
+    bar = tqdm(total=total, desc="recording", unit="step", disable=not args.progress, smoothing=0.1)
+    recorded: list[dict] = []
+    started = time.perf_counter()
+    counter = multiprocessing.get_context("spawn").Value("q", 0)
+
+    def finished(summary: dict) -> None:
+        session_file.index_written(summary["checkpoint_key"], summary["session_id"])
+        for plan in plans:
+            if plan.checkpoint_key == summary["checkpoint_key"]:
+                plan.recorded_steps += summary["steps"]
+        recorded.append(summary)
+
+    interrupted = False
+    try:
+        if args.workers == 1:
+            _worker_init_in_process(counter)
+            while (plan := tasks()) is not None:
+                summary = record_episode(make_task(plan), str(session_file.shards_dir))
+                finished(summary)
+                bar.update(counter.value - bar.n)
+                bar.set_postfix(sessions=len(recorded))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(args.workers, initializer=_worker_init, initargs=(counter,)) as pool:
+                pending = []
+                while True:
+                    while len(pending) < args.workers and (plan := tasks()) is not None:
+                        guess = plan.expected_steps(args.max_steps)
+                        task = make_task(plan)
+                        plan.in_flight, plan.in_flight_steps = plan.in_flight + 1, plan.in_flight_steps + guess
+                        pending.append((plan, guess,
+                                        pool.apply_async(record_episode, (task, str(session_file.shards_dir)))))
+                    if not pending:
+                        break
+                    time.sleep(0.1)
+                    for item in [item for item in pending if item[2].ready()]:
+                        pending.remove(item)
+                        plan, guess, result = item
+                        plan.in_flight, plan.in_flight_steps = plan.in_flight - 1, plan.in_flight_steps - guess
+                        finished(result.get())
+                    bar.update(counter.value - bar.n)
+                    bar.set_postfix(sessions=len(recorded))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        _worker_init_in_process(None)
+        lock.close()
+
+    seconds = time.perf_counter() - started
+    steps = sum(summary["steps"] for summary in recorded)
+    result = {"output": str(session_file.path), "recorded_sessions": len(recorded), "recorded_steps": steps,
+              "skipped_sessions": skipped, "seconds": seconds, "steps_per_second": steps / seconds if seconds else 0.0,
+              "interrupted": interrupted, "indexed_sessions": len(session_file)}
+    verb = "stopped by Ctrl-C after recording" if interrupted else "recorded"
+    print(f"{verb} {len(recorded)} session(s), {steps} steps in {seconds:.1f} s ({result['steps_per_second']:.0f} "
+          f"steps/s); skipped {skipped} already in the file; {len(session_file)} session(s) in {session_file.path}")
+    if interrupted:
+        print("episodes in progress were discarded; rerun the same command to resume")
+    return result
+
+
+def _worker_init_in_process(counter) -> None:
+    global _STEPS_DONE
+    _STEPS_DONE = counter
+
+
+if __name__ == "__main__":
+    try:
+        outcome = main(parse_args(Args, __doc__))
+    except (ValueError, SessionFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(130 if outcome["interrupted"] else 0)

@@ -1,0 +1,509 @@
+"""The recorded-session file format: one module owns how sessions are laid out, written and read.
+
+A *session* is one episode of ``SGAPS-SMB-v0``: every observation the agent saw, what it did, and
+the true frames as ground truth. A session file is an HDF5 **index** file plus a folder of
+**shards** beside it (``sessions.h5`` and ``sessions.h5.shards/``)::
+
+    sessions.h5                                   index: root attributes + external links
+      /<checkpoint_key>/<session_id>  ->  sessions.h5.shards/<checkpoint_key>/<session_id>.h5:/session
+    sessions.h5.shards/<checkpoint_key>/<session_id>.h5
+      /session                                    one episode, T = steps + 1 rows (row 0 is the reset)
+        frames       (T, 240, 256) uint8   palette index of every pixel of the true frame (lossless)
+        palette      (P, 3) uint8          RGB of each palette index: rgb = palette[frames]
+        coords       (T, N, 2) uint8       column x and row y of each sampled pixel, in observation order
+        values       (T, N, C) float32     the sampled values as observed (C = 1 gray, 3 rgb)
+        state        (T, D) float32        the observation's state vector
+        state_mask   (T, D) float32        1 where state is valid
+        buttons      (T,) int16            button index of the step that produced row t (-1 for the reset row)
+        rewards      (T,) float32          the env's reward for that step (0 for the reset row)
+        terminated   (T,) bool, truncated (T,) bool
+        timestamps   (T,) float64          seconds since the episode's reset
+        frame_index  (T,) int64            NES frames emulated since reset, at this row
+        ram          (T, 2048) uint8       optional: the RAM each frame was drawn from
+
+The observation's ``pixels`` ``(T, N, 2 + C)`` are ``coords`` as pixel centres beside ``values``:
+``u = (x + 0.5) / 256``, ``v = (y + 0.5) / 240`` (``session_pixels`` rebuilds them bit for bit).
+Storing the integer coordinates instead of float ``(u, v)`` columns saves about 2 KB per step for
+random patterns.
+
+An HDF5 external link resolves relative to the index's folder, so ``h5py.File("sessions.h5")``
+reads every session as if it were inside it (copy the index *and* its shards folder together).
+The layout is described for plain-h5py readers in ``docs/session_format.md``.
+
+Why shards: HDF5 has no journal, and a process killed while writing can leave a file unreadable.
+A shard is written under a temporary name and renamed when complete; the index is rewritten to a
+temporary file and renamed over the old one. Renames are atomic, so a kill at any moment leaves
+every indexed session complete and the index openable; a shard finished but not yet indexed is
+picked up by ``SessionFile.recover()`` (the recorder calls it on every start).
+
+Frames are stored as palette indices (Super Mario Bros uses a few dozen colours) compressed with
+Zstandard through ``hdf5plugin``: reading them needs ``import hdf5plugin`` before opening.
+"""
+from __future__ import annotations
+
+import datetime as _datetime
+import json
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, pixel_to_uv, uv_to_pixel
+
+FORMAT_NAME = "sgaps-sessions"
+FORMAT_VERSION = 1
+SHARDS_SUFFIX = ".shards"
+SESSION_GROUP = "session"
+RAM_SIZE = 2048
+
+#: Chunk length in steps: a chunk of frames is what one read decompresses.
+CHUNK_STEPS = 16
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class SessionFileError(ValueError):
+    """A session file that cannot be used: not HDF5, another format or version, corrupt, unwritable."""
+
+
+def _package_version() -> str:
+    from sgaps_env import __version__
+
+    return __version__
+
+
+def _now() -> str:
+    return _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def checkpoint_key_for(stage: str | None, game: str = "smb1") -> str:
+    """The default checkpoint key of a game and stage: ``smb1-1-1``, or ``smb1-all`` for the whole game."""
+    return f"{game}-{stage}" if stage else f"{game}-all"
+
+
+def check_name(kind: str, name: str) -> str:
+    """Checkpoint keys and session ids become folder and file names: letters, digits, '.', '_', '-'."""
+    if not isinstance(name, str) or not _ID_PATTERN.match(name) or name in {".", ".."}:
+        raise ValueError(f"{kind} {name!r} may only contain letters, digits, '.', '_' and '-'")
+    return name
+
+
+# --- palette --------------------------------------------------------------------------------------------
+
+
+class FramePalette:
+    """Maps RGB frames to palette indices, growing the palette as new colours appear (at most 255)."""
+
+    UNKNOWN = 255
+
+    def __init__(self):
+        self._lookup = np.full(1 << 24, self.UNKNOWN, dtype=np.uint8)
+        self._buffer = np.zeros(0, dtype=np.uint8)
+        self.colors: list[tuple[int, int, int]] = []
+
+    def _keys(self, frame: np.ndarray) -> np.ndarray:
+        """``R | G << 8 | B << 16`` per pixel, read as one unaligned little-endian uint32 every 3 bytes."""
+        size = frame.shape[0] * frame.shape[1]
+        if len(self._buffer) != 3 * size + 1:
+            self._buffer = np.zeros(3 * size + 1, dtype=np.uint8)  # +1: the last pixel's read runs one byte over
+        self._buffer[:-1] = frame.reshape(-1)
+        packed = np.ndarray((size,), dtype="<u4", buffer=self._buffer, strides=(3,))
+        return (packed & 0xFFFFFF).reshape(frame.shape[:2])
+
+    def encode(self, frame: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB -> ``(H, W)`` uint8 palette indices."""
+        keys = self._keys(frame)
+        indices = np.take(self._lookup, keys)
+        if (indices == self.UNKNOWN).any():
+            for key in np.unique(keys[indices == self.UNKNOWN]).tolist():
+                if len(self.colors) >= self.UNKNOWN:
+                    raise ValueError("more than 255 distinct colours in one session: not an NES frame?")
+                self._lookup[key] = len(self.colors)
+                self.colors.append((key & 255, (key >> 8) & 255, (key >> 16) & 255))
+            indices = np.take(self._lookup, keys)
+        return indices
+
+    def array(self) -> np.ndarray:
+        """The palette as ``(P, 3)`` uint8."""
+        return np.array(self.colors, dtype=np.uint8).reshape(-1, 3)
+
+
+# --- one episode in memory ------------------------------------------------------------------------------
+
+
+@dataclass
+class SessionData:
+    """One recorded episode: per-step arrays (T rows, row 0 is the reset) and attributes."""
+
+    checkpoint_key: str
+    session_id: str
+    coords: np.ndarray
+    values: np.ndarray
+    state: np.ndarray
+    state_mask: np.ndarray
+    buttons: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    timestamps: np.ndarray
+    frame_index: np.ndarray
+    frames: np.ndarray | None = None
+    palette: np.ndarray | None = None
+    ram: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Env steps in the session (rows minus the reset row)."""
+        return len(self.buttons) - 1
+
+
+class SessionRecorder:
+    """Accumulates one episode row by row, then hands it over as ``SessionData``.
+
+    ``add(observation, info, ...)`` once after ``reset`` (``buttons=None``) and once after every
+    ``step``. ``info["frame"]`` (the env's ``return_frame=True``) is required when frames are stored;
+    ``ram`` (the env's ``frame_ram``) when RAM is stored.
+    """
+
+    def __init__(self, checkpoint_key: str, session_id: str, attrs: dict[str, Any], store_frames: bool = True,
+                 store_ram: bool = False, palette: FramePalette | None = None):
+        self.checkpoint_key = check_name("checkpoint key", checkpoint_key)
+        self.session_id = check_name("session id", session_id)
+        self.attrs = dict(attrs)
+        self.store_frames = store_frames
+        self.store_ram = store_ram
+        self.palette = palette if palette is not None else FramePalette()
+        self._rows: dict[str, list] = {name: [] for name in (
+            "coords", "values", "state", "state_mask", "buttons", "rewards", "terminated", "truncated",
+            "timestamps", "frame_index", "frames", "ram")}
+
+    def __len__(self) -> int:
+        return len(self._rows["buttons"])
+
+    def add(self, observation: dict[str, np.ndarray], info: dict[str, Any], buttons: int | None = None,
+            reward: float = 0.0, terminated: bool = False, truncated: bool = False, timestamp: float = 0.0,
+            ram: np.ndarray | None = None) -> None:
+        rows = self._rows
+        if buttons is None and rows["buttons"]:
+            raise ValueError("only the first row (the reset) may have buttons=None")
+        pixels = observation["pixels"]
+        y, x = uv_to_pixel(pixels[:, :2])
+        rows["coords"].append(np.stack([x, y], axis=1).astype(np.uint8))
+        rows["values"].append(pixels[:, 2:])
+        rows["state"].append(observation["state"])
+        rows["state_mask"].append(observation["state_mask"])
+        rows["buttons"].append(-1 if buttons is None else int(buttons))
+        rows["rewards"].append(float(reward))
+        rows["terminated"].append(bool(terminated))
+        rows["truncated"].append(bool(truncated))
+        rows["timestamps"].append(float(timestamp))
+        rows["frame_index"].append(int(info.get("frame_index", -1)))
+        if self.store_frames:
+            if "frame" not in info:
+                raise ValueError("storing frames needs info['frame']: create the env with return_frame=True")
+            rows["frames"].append(self.palette.encode(info["frame"]))
+        if self.store_ram:
+            if ram is None:
+                raise ValueError("storing RAM needs ram=env.unwrapped.frame_ram for every row")
+            rows["ram"].append(np.asarray(ram, dtype=np.uint8))
+
+    def finish(self, **extra_attrs) -> SessionData:
+        """The episode as ``SessionData``; the attributes gain ``steps`` and anything passed here."""
+        rows = self._rows
+        if not rows["buttons"]:
+            raise ValueError("the session has no rows: add the reset observation first")
+        height, width = rows["frames"][0].shape if self.store_frames else (FRAME_HEIGHT, FRAME_WIDTH)
+        attrs = {"resolution": [height, width], **self.attrs, "steps": len(rows["buttons"]) - 1, **extra_attrs}
+        return SessionData(
+            checkpoint_key=self.checkpoint_key, session_id=self.session_id,
+            coords=np.stack(rows["coords"]),
+            values=np.stack(rows["values"]).astype(np.float32, copy=False),
+            state=np.stack(rows["state"]).astype(np.float32, copy=False),
+            state_mask=np.stack(rows["state_mask"]).astype(np.float32, copy=False),
+            buttons=np.array(rows["buttons"], dtype=np.int16),
+            rewards=np.array(rows["rewards"], dtype=np.float32),
+            terminated=np.array(rows["terminated"], dtype=bool),
+            truncated=np.array(rows["truncated"], dtype=bool),
+            timestamps=np.array(rows["timestamps"], dtype=np.float64),
+            frame_index=np.array(rows["frame_index"], dtype=np.int64),
+            frames=np.stack(rows["frames"]) if self.store_frames else None,
+            palette=self.palette.array() if self.store_frames else None,
+            ram=np.stack(rows["ram"]) if self.store_ram else None,
+            attrs=attrs,
+        )
+
+
+# --- writing and reading one shard ----------------------------------------------------------------------
+
+_PER_STEP = ("coords", "values", "state", "state_mask", "buttons", "rewards", "terminated", "truncated",
+             "timestamps", "frame_index")
+
+
+def _compression(name: str) -> dict[str, Any]:
+    if name == "frames":
+        return dict(hdf5plugin.Zstd(clevel=6))
+    return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+def _write_array(group: h5py.Group, name: str, array: np.ndarray) -> None:
+    chunks = (min(CHUNK_STEPS, len(array)),) + array.shape[1:]
+    group.create_dataset(name, data=array, chunks=chunks, **_compression(name))
+
+
+def _attr_value(value: Any) -> Any:
+    """HDF5 attributes hold numbers, strings and arrays; anything else is stored as JSON text."""
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(item, (int, float, np.number)) and not isinstance(item, bool) for item in value):
+        return np.asarray(value)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return value
+
+
+def write_shard(path: Path, data: SessionData) -> None:
+    """Write one session to ``path`` atomically: a temporary file, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        with h5py.File(temporary, "w") as shard:
+            group = shard.create_group(SESSION_GROUP)
+            for name in _PER_STEP:
+                _write_array(group, name, getattr(data, name))
+            for name in ("frames", "ram"):
+                if getattr(data, name) is not None:
+                    _write_array(group, name, getattr(data, name))
+            if data.palette is not None:
+                group.create_dataset("palette", data=data.palette)
+            attrs = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "package_version": _package_version(),
+                     "created": _now(), "checkpoint_key": data.checkpoint_key, "session_id": data.session_id,
+                     **data.attrs}
+            for key, value in attrs.items():
+                group.attrs[key] = _attr_value(value)
+            group.attrs["complete"] = True
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _shard_is_complete(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as shard:
+            group = shard.get(SESSION_GROUP)
+            return group is not None and bool(group.attrs.get("complete", False)) \
+                and group.attrs.get("format") == FORMAT_NAME
+    except OSError:
+        return False
+
+
+def attrs_of(group: h5py.Group) -> dict[str, Any]:
+    """A session group's attributes with JSON-encoded values decoded."""
+    result = {}
+    for key, value in group.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str) and value[:1] in "[{n" and value not in ("",):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        elif isinstance(value, (np.generic, np.ndarray)):
+            value = value.tolist()
+        result[key] = value
+    return result
+
+
+def session_pixels(group: h5py.Group, rows: slice | np.ndarray | int = slice(None)) -> np.ndarray:
+    """The observations' sampled pixels ``(..., N, 2 + C)`` float32 rows ``(u, v, value...)``, bit-exact."""
+    coords = group["coords"][rows]
+    values = group["values"][rows]
+    height, width = (int(size) for size in group.attrs.get("resolution", (240, 256)))
+    flat = coords.reshape(-1, 2)
+    uv = pixel_to_uv(flat[:, 1], flat[:, 0], height, width).reshape(coords.shape)
+    return np.concatenate([uv, values], axis=-1)
+
+
+def frames_rgb(group: h5py.Group, rows: slice | np.ndarray | int = slice(None)) -> np.ndarray:
+    """RGB frames of a session group: ``(..., 240, 256, 3)`` uint8 for the given rows."""
+    if "frames" not in group:
+        raise KeyError(f"session {group.name} was recorded without frames (collect.py --no-store-frames)")
+    return group["palette"][:][group["frames"][rows]]
+
+
+# --- the index ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    """One indexed session: its key, id and shard path relative to the index's folder."""
+
+    checkpoint_key: str
+    session_id: str
+    shard: str
+
+
+class SessionFile:
+    """A session file: the index and its shards folder.
+
+    ``SessionFile(path)`` opens (or, with ``create=True``, creates) the index at ``path`` and checks
+    that it is a session file of this format version; it never overwrites anything else.
+    ``add(data)`` writes a shard and indexes it; ``entries()`` lists what is indexed; ``open()``
+    returns the index as an ``h5py.File`` for reading.
+    """
+
+    def __init__(self, path: str | os.PathLike, create: bool = False):
+        self.path = Path(path)
+        self.shards_dir = self.path.with_name(self.path.name + SHARDS_SUFFIX)
+        if self.path.exists():
+            self._entries = self._read_index(self.path)
+        elif create:
+            self._check_writable()
+            self._entries = {}
+            self._write_index()
+        else:
+            raise SessionFileError(f"{self.path} does not exist: record sessions with "
+                                   f"`python agents/collect.py --output {self.path}`")
+
+    # reading --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read_index(path: Path) -> dict[tuple[str, str], SessionEntry]:
+        if path.is_dir():
+            raise SessionFileError(f"{path} is a folder, not a session file: give a file path such as "
+                                   f"{path / 'sessions.h5'}")
+        if not h5py.is_hdf5(path):
+            raise SessionFileError(f"{path} is not an HDF5 file (nothing was changed): choose another output "
+                                   "path, or move that file away")
+        try:
+            with h5py.File(path, "r") as index:
+                found = index.attrs.get("format")
+                version = index.attrs.get("format_version")
+                if found != FORMAT_NAME:
+                    raise SessionFileError(f"{path} is an HDF5 file but not an SGAPS session file (format "
+                                           f"{found!r}, expected {FORMAT_NAME!r}; nothing was changed): choose "
+                                           "another output path")
+                if version != FORMAT_VERSION:
+                    raise SessionFileError(f"{path} is an SGAPS session file of format version {version}, but this "
+                                           f"code reads version {FORMAT_VERSION} (nothing was changed): use the "
+                                           "SGAPS version that wrote it, or record into a new file")
+                entries = {}
+                for key in index:
+                    for session_id in index[key]:
+                        link = index[key].get(session_id, getlink=True)
+                        if isinstance(link, h5py.ExternalLink):
+                            entries[(key, session_id)] = SessionEntry(key, session_id, link.filename)
+                return entries
+        except SessionFileError:
+            raise
+        except (OSError, KeyError, RuntimeError) as error:
+            raise SessionFileError(f"{path} could not be read as a session file ({error}); it may be corrupt. "
+                                   "Nothing was changed: record into another path") from error
+
+    def entries(self) -> list[SessionEntry]:
+        """Indexed sessions, sorted by checkpoint key and session id."""
+        return [self._entries[key] for key in sorted(self._entries)]
+
+    def __contains__(self, key_and_id: tuple[str, str]) -> bool:
+        return tuple(key_and_id) in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def open(self) -> h5py.File:
+        """The index as a read-only ``h5py.File``; sessions are at ``file[key][session_id]``."""
+        return h5py.File(self.path, "r")
+
+    def iter_sessions(self) -> Iterator[tuple[SessionEntry, h5py.Group]]:
+        """Yield ``(entry, session group)`` for every indexed session, keeping the file open while iterating."""
+        with self.open() as index:
+            for entry in self.entries():
+                yield entry, index[entry.checkpoint_key][entry.session_id]
+
+    # writing --------------------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SessionFileError(f"cannot create the folder {parent} for {self.path} ({error.strerror}): "
+                                   "choose a writable output path") from error
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise SessionFileError(f"cannot write into {parent}: choose a writable output path")
+
+    def shard_path(self, checkpoint_key: str, session_id: str) -> Path:
+        return self.shards_dir / check_name("checkpoint key", checkpoint_key) / (
+            check_name("session id", session_id) + ".h5")
+
+    def _write_index(self) -> None:
+        """Rewrite the index atomically from ``self._entries``."""
+        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(handle)
+        try:
+            with h5py.File(temporary, "w") as index:
+                index.attrs["format"] = FORMAT_NAME
+                index.attrs["format_version"] = FORMAT_VERSION
+                index.attrs["package_version"] = _package_version()
+                index.attrs["updated"] = _now()
+                index.attrs["shards"] = self.shards_dir.name
+                for entry in self.entries():
+                    group = index.require_group(entry.checkpoint_key)
+                    group[entry.session_id] = h5py.ExternalLink(entry.shard, "/" + SESSION_GROUP)
+            with open(temporary, "rb+") as stream:
+                os.fsync(stream.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _entry_for(self, checkpoint_key: str, session_id: str) -> SessionEntry:
+        shard = self.shard_path(checkpoint_key, session_id).relative_to(self.path.parent)
+        return SessionEntry(checkpoint_key, session_id, shard.as_posix())
+
+    def add(self, data: SessionData) -> SessionEntry:
+        """Write ``data`` as a shard and index it. An already indexed (key, id) is an error."""
+        if (data.checkpoint_key, data.session_id) in self._entries:
+            raise ValueError(f"session {data.checkpoint_key}/{data.session_id} is already in {self.path}")
+        write_shard(self.shard_path(data.checkpoint_key, data.session_id), data)
+        return self.index_written(data.checkpoint_key, data.session_id)
+
+    def index_written(self, checkpoint_key: str, session_id: str) -> SessionEntry:
+        """Index a shard that is already complete on disk (written by ``write_shard``, e.g. by a worker)."""
+        entry = self._entry_for(checkpoint_key, session_id)
+        self._entries[(checkpoint_key, session_id)] = entry
+        self._write_index()
+        return entry
+
+    def recover(self) -> list[SessionEntry]:
+        """Index complete shards that a killed recorder wrote but did not index; remove stale temporaries."""
+        found = []
+        if not self.shards_dir.exists():
+            return found
+        for stale in self.shards_dir.glob("*/.*.tmp"):
+            stale.unlink(missing_ok=True)
+        for shard in sorted(self.shards_dir.glob("*/*.h5")):
+            key, session_id = shard.parent.name, shard.stem
+            if (key, session_id) not in self._entries and _ID_PATTERN.match(key) and _shard_is_complete(shard):
+                self._entries[(key, session_id)] = self._entry_for(key, session_id)
+                found.append(self._entries[(key, session_id)])
+        if found:
+            self._write_index()
+        return found
+
+
+def new_session_id() -> str:
+    """A random session id, for sessions recorded outside ``collect.py``'s deterministic naming."""
+    return uuid.uuid4().hex[:12]

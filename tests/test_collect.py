@@ -1,0 +1,193 @@
+"""agents/collect.py: recording, resuming, parallel workers, kills, bad input; and replaying sessions."""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import collect
+from agents.replay import ReplayPlayer, replay_session
+from experiments.cli import parse_args
+from sgaps_env.session_file import SessionFile, attrs_of, frames_rgb, session_pixels
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "agents" / "collect.py")
+
+
+def run_collect(output, *extra):
+    args = parse_args(collect.Args, argv=["--output", str(output), "--no-progress", "--max-steps", "30", *extra])
+    return collect.main(args)
+
+
+def session_ids(path):
+    return [(entry.checkpoint_key, entry.session_id) for entry in SessionFile(path).entries()]
+
+
+def test_collect_records_resumes_and_appends(tmp_path):
+    output = tmp_path / "s.h5"
+    first = run_collect(output, "--episodes", "2")
+    assert first["recorded_sessions"] == 2 and first["skipped_sessions"] == 0
+    ids = session_ids(output)
+    assert [key for key, _ in ids] == ["smb1-1-1"] * 2
+    assert ids[0][1].startswith("run_right-random-") and ids[0][1].endswith("-ep00000")
+
+    again = run_collect(output, "--episodes", "2")  # same command: nothing new
+    assert again["recorded_sessions"] == 0 and again["skipped_sessions"] == 2
+    more = run_collect(output, "--episodes", "3")  # one more episode appended
+    assert more["recorded_sessions"] == 1 and session_ids(output)[:2] == ids
+    other_seed = run_collect(output, "--episodes", "1", "--seed", "7")  # another configuration: new ids
+    assert other_seed["recorded_sessions"] == 1 and len(session_ids(output)) == 4
+
+    with SessionFile(output).open() as index:
+        seeds = {attrs_of(index[key][sid])["seed"] for key, sid in session_ids(output)}
+        group = index[ids[0][0]][ids[0][1]]
+        attrs = attrs_of(group)
+        assert attrs["player"] == "run_right" and attrs["pattern"] == "random" and attrs["episode"] == 0
+        assert attrs["steps"] == len(group["buttons"]) - 1 <= 30
+        assert attrs["truncated"] or attrs["terminated"]
+    assert len(seeds) == 4, "every episode has its own seed"
+
+
+def test_frames_budget_records_until_each_stage_has_enough_steps(tmp_path):
+    output = tmp_path / "s.h5"
+    result = run_collect(output, "--frames", "70", "--stages", "1-1", "4-1")
+    with SessionFile(output).open() as index:
+        for key in ("smb1-1-1", "smb1-4-1"):
+            steps = sum(int(index[key][sid].attrs["steps"]) for sid in index[key])
+            assert 70 <= steps < 70 + 31
+    assert result["recorded_steps"] >= 140
+
+
+def test_two_workers_record_the_same_sessions_as_one(tmp_path):
+    run_collect(tmp_path / "one.h5", "--episodes", "2", "--stages", "1-1", "1-2")
+    run_collect(tmp_path / "two.h5", "--episodes", "2", "--stages", "1-1", "1-2", "--workers", "2")
+    assert session_ids(tmp_path / "one.h5") == session_ids(tmp_path / "two.h5")
+    assert {key for key, _ in session_ids(tmp_path / "two.h5")} == {"smb1-1-1", "smb1-1-2"}
+    with SessionFile(tmp_path / "one.h5").open() as one, SessionFile(tmp_path / "two.h5").open() as two:
+        for key, sid in session_ids(tmp_path / "one.h5"):
+            for name in ("frames", "coords", "values", "state", "buttons", "rewards"):
+                np.testing.assert_array_equal(one[key][sid][name][:], two[key][sid][name][:])
+
+
+def test_replay_reproduces_the_recorded_frames_bit_exactly(tmp_path):
+    output = tmp_path / "s.h5"
+    run_collect(output, "--episodes", "1", "--player", "random", "--sticky", "0.25", "--max-steps", "60")
+    (key, sid), = session_ids(output)
+    with SessionFile(output).open() as index:
+        group = index[key][sid]
+        frames, pixels, states = frames_rgb(group), session_pixels(group), group["state"][:]
+        buttons = group["buttons"][1:]
+    replayed = list(replay_session(output, key, sid))
+    assert len(replayed) == len(frames)
+    for row, (observation, info) in enumerate(replayed):
+        np.testing.assert_array_equal(info["frame"], frames[row])
+        np.testing.assert_array_equal(observation["pixels"], pixels[row])
+        np.testing.assert_array_equal(observation["state"], states[row])
+    player = ReplayPlayer(output, key, sid)
+    assert [player.act(None, None) for _ in buttons] == buttons.tolist()
+    with pytest.raises(IndexError, match="only"):
+        player.act(None, None)
+
+
+def test_sigkill_at_any_moment_leaves_a_readable_file_and_a_rerun_resumes(tmp_path):
+    output = tmp_path / "s.h5"
+    command = [sys.executable, SCRIPT, "--output", str(output), "--episodes", "12", "--max-steps", "40",
+               "--stages", "1-1", "1-2", "--workers", "2", "--no-progress"]
+    counts = []
+    for delay in (2.5, 4.0):  # kill twice, at different moments of the run
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        if output.exists():
+            with SessionFile(output).open() as index:  # opens, and every indexed session is complete
+                for key, sid in session_ids(output):
+                    group = index[key][sid]
+                    assert group.attrs["complete"] and len(group["frames"]) == group.attrs["steps"] + 1
+                    frames_rgb(group, -1)
+        counts.append(len(SessionFile(output)) if output.exists() else 0)
+    assert counts[-1] > 0 and counts[-1] < 24, f"the kills should land mid-run: indexed after each {counts}"
+    time.sleep(0.5)  # the killed recorder's workers die with it
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    ids = session_ids(output)
+    assert len(ids) == len(set(ids)) == 24
+    assert not list((tmp_path / "s.h5.shards").glob("*/.*.tmp"))
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_finished_sessions(tmp_path):
+    output = tmp_path / "s.h5"
+    process = subprocess.Popen([sys.executable, SCRIPT, "--output", str(output), "--episodes", "200",
+                                "--max-steps", "40", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not output.exists() or len(SessionFile(output)) < 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "stopped by Ctrl-C" in stdout and "rerun the same command to resume" in stdout
+    indexed = session_ids(output)
+    assert 2 <= len(indexed) < 200
+    with SessionFile(output).open() as index:
+        for key, sid in indexed:
+            assert index[key][sid].attrs["complete"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--stages", "9-9"], "unknown stage"),
+    (["--episodes", "0"], "--episodes must be at least 1"),
+    (["--sticky", "1.5"], "--sticky must be in"),
+    (["--player-option", "oops"], "KEY=VALUE"),
+    (["--player-option", "nonsense=1"], "unexpected keyword|nonsense"),
+    (["--checkpoint-key", "../up"], "may only contain"),
+])
+def test_bad_arguments_are_explained(tmp_path, arguments, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        run_collect(tmp_path / "s.h5", *arguments)
+
+
+def test_the_script_refuses_bad_files_and_players_without_touching_anything(tmp_path):
+    notes = tmp_path / "notes.h5"
+    notes.write_text("precious")
+    result = subprocess.run([sys.executable, SCRIPT, "--output", str(notes), "--no-progress"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not an HDF5 file" in result.stderr
+    assert notes.read_text() == "precious"
+    result = subprocess.run([sys.executable, SCRIPT, "--player", "nobody"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "invalid choice: 'nobody'" in result.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = subprocess.run([sys.executable, SCRIPT, "--output", str(blocker / "s.h5"), "--no-progress"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "writable output path" in result.stderr
+
+
+def test_a_second_recorder_on_the_same_file_is_refused(tmp_path):
+    output = tmp_path / "s.h5"
+    SessionFile(output, create=True)
+    import fcntl
+
+    with open(output.with_name("s.h5.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(Exception, match="another collect.py is writing"):
+            run_collect(output, "--episodes", "1")
+
+
+def test_help_explains_every_option():
+    result = subprocess.run([sys.executable, SCRIPT, "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    for name in collect.Args.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in result.stdout
+
+
+def test_whole_stage_list_and_game_mode_expand():
+    assert len(collect.expand_stages(["all"])) == 32
+    assert collect.expand_stages(["1-1", "game", "1-1"]) == ["1-1", None]
+    assert collect.episode_seed(0, "1-1", 0) != collect.episode_seed(0, "1-1", 1) != collect.episode_seed(1, "1-1", 0)
