@@ -140,9 +140,12 @@ def config_tag(env_config: dict, args: Args, player_options: dict) -> str:
 
 
 def make_env_config(args: Args, stage: str | None) -> dict:
-    return SGAPSSuperMarioBrosEnv(stage=stage, sample_count=args.sample_count, color=args.color,
-                                  frame_skip=args.frame_skip, buttons=args.buttons, noop_max=args.noop_max,
-                                  repeat_action_probability=args.sticky).config
+    """The env configuration of a stage; building the env once checks every argument early."""
+    env = SGAPSSuperMarioBrosEnv(stage=stage, sample_count=args.sample_count, color=args.color,
+                                 frame_skip=args.frame_skip, buttons=args.buttons, noop_max=args.noop_max,
+                                 repeat_action_probability=args.sticky)
+    env.close()
+    return env.config
 
 
 # --- recording one episode (runs in a worker) --------------------------------------------------------
@@ -165,26 +168,34 @@ def _build_player(name: str, options: dict, button_set: list):
     return make_player(name, **options)
 
 
-def record_episode(task: EpisodeTask, shards_root: str) -> dict:
-    """Play one episode, write it as a complete shard, and return its summary."""
-    env = _env_for(task.env_config, task.store_frames)
+def record_episode(task: EpisodeTask, shards_root: str | None) -> dict:
+    """Play one episode and, unless ``shards_root`` is None, write it as a complete shard; returns a summary.
+
+    With ``shards_root=None`` nothing is recorded: the same episode is only played (for benchmarks).
+    """
+    recording = shards_root is not None
+    env = _env_for(task.env_config, task.store_frames and recording)
     player = _build_player(task.player, task.player_options, task.env_config["buttons"])
     sampler = PatternSampler(task.pattern, env.sample_count)
-    recorder = SessionRecorder(task.checkpoint_key, task.session_id, task.attrs, task.store_frames, task.store_ram)
+    recorder = (SessionRecorder(task.checkpoint_key, task.session_id, task.attrs, task.store_frames, task.store_ram)
+                if recording else None)
+    store_ram = recording and task.store_ram
 
     coords = sampler.reset(task.seed)
     player.reset(task.seed)
     observation, info = env.reset(seed=task.seed, options={"coords": coords})
     started = time.perf_counter()
-    recorder.add(observation, info, ram=env.frame_ram if task.store_ram else None)
+    if recording:
+        recorder.add(observation, info, ram=env.frame_ram if store_ram else None)
     furthest_x, terminated, truncated, flag = info["x_pos"], False, False, False
     for step in range(1, task.max_steps + 1):
         buttons = player.act(observation, info)
         observation, reward, terminated, truncated, info = env.step(
             {"buttons": buttons, "coords": sampler.next_coords(observation, info)})
         truncated = truncated or (step == task.max_steps and not terminated)
-        recorder.add(observation, info, buttons, reward, terminated, truncated, time.perf_counter() - started,
-                     ram=env.frame_ram if task.store_ram else None)
+        if recording:
+            recorder.add(observation, info, buttons, reward, terminated, truncated, time.perf_counter() - started,
+                         ram=env.frame_ram if store_ram else None)
         furthest_x, flag = max(furthest_x, info["x_pos"]), flag or info["flag_get"]
         if _STEPS_DONE is not None and step % 32 == 0:
             with _STEPS_DONE.get_lock():
@@ -194,12 +205,14 @@ def record_episode(task: EpisodeTask, shards_root: str) -> dict:
     if _STEPS_DONE is not None:
         with _STEPS_DONE.get_lock():
             _STEPS_DONE.value += step % 32
-    data = recorder.finish(terminated=terminated, truncated=truncated, flag_get=bool(flag),
-                           furthest_x=int(furthest_x), final_world=info["world"], final_stage=info["stage"],
-                           emulated_frames=int(info["frame_index"]), wall_seconds=time.perf_counter() - started)
-    write_shard(Path(shards_root) / task.shard, data)
-    return {"checkpoint_key": task.checkpoint_key, "session_id": task.session_id, "steps": data.steps,
-            "flag_get": bool(flag), "furthest_x": int(furthest_x)}
+    summary = {"checkpoint_key": task.checkpoint_key, "session_id": task.session_id, "steps": step,
+               "flag_get": bool(flag), "furthest_x": int(furthest_x)}
+    if recording:
+        data = recorder.finish(terminated=terminated, truncated=truncated, flag_get=bool(flag),
+                               furthest_x=int(furthest_x), final_world=info["world"], final_stage=info["stage"],
+                               emulated_frames=int(info["frame_index"]), wall_seconds=time.perf_counter() - started)
+        write_shard(Path(shards_root) / task.shard, data)
+    return summary
 
 
 def _worker_init(counter) -> None:
@@ -237,6 +250,30 @@ class StagePlan:
         return max(1, min(max_steps, self.recorded_steps // done if done > 0 else 300))
 
 
+def episode_task(args: Args, plan: StagePlan, episode: int, player_options: dict, shard: str = "") -> EpisodeTask:
+    """The task that records episode number ``episode`` of ``plan``'s stage (the same for every run)."""
+    seed = episode_seed(args.seed, plan.stage, episode)
+    session_id = plan.session_id(episode, args)
+    attrs = {"env_config": plan.env_config, "player": args.player, "player_options": player_options,
+             "sampler": PatternSampler(args.pattern, args.sample_count).name, "pattern": args.pattern,
+             "seed": seed, "episode": episode, "stage": plan.stage or "game", "base_seed": args.seed,
+             "config_tag": plan.tag, "max_steps": args.max_steps, "recorder": f"agents/collect.py {__version__}"}
+    return EpisodeTask(plan.env_config, args.player, player_options, args.pattern, plan.checkpoint_key, session_id,
+                       seed, episode, args.max_steps, args.store_frames, args.store_ram, shard, attrs)
+
+
+def stage_plan(args: Args, stage: str | None, player_options: dict) -> StagePlan:
+    """What recording ``stage`` under ``args`` means: its key, env configuration and session naming."""
+    config = make_env_config(args, stage)
+    plan = StagePlan(stage, args.checkpoint_key or checkpoint_key_for(stage), config,
+                     config_tag(config, args, player_options))
+    if args.frames is not None:
+        plan.wanted_steps = args.frames
+    else:
+        plan.wanted_episodes = args.episodes
+    return plan
+
+
 def _lock(session_file: SessionFile):
     lock = open(session_file.path.with_name(session_file.path.name + ".lock"), "w")
     try:
@@ -271,16 +308,7 @@ def main(args: Args) -> dict:
     if recovered:
         print(f"recovered {len(recovered)} finished session(s) that an interrupted run had not indexed")
 
-    plans = []
-    for stage in stages:
-        config = make_env_config(args, stage)
-        key = args.checkpoint_key or checkpoint_key_for(stage)
-        plan = StagePlan(stage, key, config, config_tag(config, args, player_options))
-        if args.frames is not None:
-            plan.wanted_steps = args.frames
-        else:
-            plan.wanted_episodes = args.episodes
-        plans.append(plan)
+    plans = [stage_plan(args, stage, player_options) for stage in stages]
 
     # what is already recorded: sessions are numbered, so skip those present and count their steps
     with session_file.open() as index:
@@ -304,16 +332,9 @@ def main(args: Args) -> dict:
     def make_task(plan: StagePlan) -> EpisodeTask:
         episode = plan.next_episode
         plan.next_episode += 1
-        seed = episode_seed(args.seed, plan.stage, episode)
         session_id = plan.session_id(episode, args)
-        attrs = {"env_config": plan.env_config, "player": args.player, "player_options": player_options,
-                 "sampler": PatternSampler(args.pattern, args.sample_count).name, "pattern": args.pattern,
-                 "seed": seed, "episode": episode, "stage": plan.stage or "game", "base_seed": args.seed,
-                 "config_tag": plan.tag, "max_steps": args.max_steps, "recorder": f"agents/collect.py {__version__}"}
         shard = session_file.shard_path(plan.checkpoint_key, session_id).relative_to(session_file.shards_dir)
-        return EpisodeTask(plan.env_config, args.player, player_options, args.pattern, plan.checkpoint_key,
-                           session_id, seed, episode, args.max_steps, args.store_frames, args.store_ram,
-                           shard.as_posix(), attrs)
+        return episode_task(args, plan, episode, player_options, shard.as_posix())
 
     total = (sum(max(0, plan.wanted_steps - plan.recorded_steps) for plan in plans) if args.frames is not None
              else None)

@@ -276,7 +276,7 @@ def write_shard(path: Path, data: SessionData) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        with h5py.File(temporary, "w") as shard:
+        with h5py.File(temporary, "w", libver=("v110", "latest")) as shard:
             group = shard.create_group(SESSION_GROUP)
             for name in _PER_STEP:
                 _write_array(group, name, getattr(data, name))

@@ -166,3 +166,18 @@ def test_storage_per_step_stays_small(make_env, tmp_path):
     session_file.add(data)
     size = os.path.getsize(session_file.shard_path("smb1-1-1", "s0"))
     assert size / (data.steps + 1) < 2500
+
+
+def test_the_docs_plain_h5py_example_runs_on_a_recorded_file(make_env, tmp_path):
+    """The example in docs/session_format.md, run verbatim against a real session file."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "session_format.md").read_text()
+    example = re.search(r"## Reading it with plain h5py\n\n```python\n(.*?)```", text, re.S).group(1)
+    data_dir = tmp_path / "data"
+    SessionFile(data_dir / "sessions.h5", create=True).add(record(make_env(return_frame=True), steps=20)[0])
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "smb1-1-1 s0" in result.stdout and "(21, 240, 256, 3) (21, 500, 1)" in result.stdout

@@ -1,0 +1,151 @@
+"""What does recording cost? Throughput of agents/collect.py against the environment, and bytes per step.
+
+In one run, on the same episodes (same seeds, player and sampling pattern):
+
+  (a) the environment alone: the episodes played through SGAPS-SMB-v0 with nothing recorded;
+  (b) collect.py with 1 worker: the same episodes recorded, full frames included;
+  (c) collect.py with 2 workers: the same, in two processes (worker start-up included).
+
+It prints steps per second of each, the ratios (b)/(a) (target >= 0.80) and (c)/(b) (target >= 1.7),
+and the storage of the sessions (b) wrote, in bytes per recorded step, split by dataset
+(target <= 2.5 KB per step with full frames). The measurements alternate over --rounds rounds, and
+the medians are compared.
+
+    python experiments/benchmark_collect.py                      # about 2 minutes
+    python experiments/benchmark_collect.py --player run_right --steps 1000
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents import collect
+from agents.players import PLAYERS
+from experiments.cli import arg, parse_args
+from sgaps_env.coords import PATTERNS
+from sgaps_env.session_file import SessionFile
+
+
+@dataclass
+class Args:
+    """Options of the recording benchmark."""
+
+    player: str = arg("heuristic", "who plays", choices=sorted(PLAYERS))
+    pattern: str = arg("random", "sampling pattern", choices=sorted(PATTERNS))
+    stage: str = arg("1-1", "stage the episodes are played on")
+    steps: int = arg(2400, "steps each measurement records (at least; the last episode is completed)")
+    max_steps: int = arg(3000, "steps after which an episode is cut off")
+    rounds: int = arg(2, "rounds; each round runs (a), (b) and (c) once")
+    target_one: float = arg(0.80, "target for (b)/(a): one worker against the environment alone")
+    target_two: float = arg(1.7, "target for (c)/(b): two workers against one")
+    target_bytes: float = arg(2500.0, "target for the bytes stored per step")
+    json: str | None = arg(None, "also write the numbers to this JSON file")
+
+
+@dataclass
+class Result:
+    steps_per_second: dict[str, list[float]] = field(default_factory=lambda: {"env": [], "one": [], "two": []})
+    median: dict[str, float] = field(default_factory=dict)
+    ratio_one: float = float("nan")
+    ratio_two: float = float("nan")
+    bytes_per_step: float = float("nan")
+    bytes_by_dataset: dict[str, float] = field(default_factory=dict)
+    recorded_steps: int = 0
+    sessions: int = 0
+    flags: int = 0
+
+
+def collect_args(args: Args, output: Path, workers: int) -> collect.Args:
+    return parse_args(collect.Args, argv=[
+        "--player", args.player, "--pattern", args.pattern, "--stages", args.stage, "--frames", str(args.steps),
+        "--max-steps", str(args.max_steps), "--workers", str(workers), "--output", str(output), "--no-progress"])
+
+
+def play_without_recording(args: Args) -> float:
+    """(a): the episodes collect.py would record, played with nothing recorded; steps per second."""
+    options = collect_args(args, Path("unused.h5"), 1)
+    plan = collect.stage_plan(options, options.stages[0], {})
+    steps, episode, started = 0, 0, time.perf_counter()
+    while steps < args.steps:
+        steps += collect.record_episode(collect.episode_task(options, plan, episode, {}), None)["steps"]
+        episode += 1
+    return steps / (time.perf_counter() - started)
+
+
+def record(args: Args, workers: int, folder: Path) -> tuple[float, Path]:
+    """(b) or (c): collect.py into a fresh file; steps per second and the file."""
+    output = folder / f"sessions-{workers}.h5"
+    if output.exists():
+        output.unlink()
+        shutil.rmtree(output.with_name(output.name + ".shards"))
+    summary = collect.main(collect_args(args, output, workers))
+    return summary["recorded_steps"] / summary["seconds"], output
+
+
+def storage(path: Path) -> tuple[float, dict[str, float], int, int, int]:
+    """Bytes per recorded step over every shard, the share of each dataset, steps, sessions and flags."""
+    session_file = SessionFile(path)
+    total_bytes, steps, flags, by_dataset = 0, 0, 0, {}
+    for entry, group in session_file.iter_sessions():
+        total_bytes += os.path.getsize(session_file.path.parent / entry.shard)
+        steps += int(group.attrs["steps"])
+        flags += bool(group.attrs["flag_get"])
+        for name, dataset in group.items():
+            by_dataset[name] = by_dataset.get(name, 0) + dataset.id.get_storage_size()
+    return (total_bytes / steps, {name: size / steps for name, size in sorted(by_dataset.items())}, steps,
+            len(session_file), flags)
+
+
+def main(args: Args) -> Result:
+    result = Result()
+    folder = Path(tempfile.mkdtemp(prefix="sgaps-benchmark-collect-"))
+    try:
+        for round_index in range(args.rounds):
+            print(f"round {round_index + 1}/{args.rounds}", flush=True)
+            result.steps_per_second["env"].append(play_without_recording(args))
+            one, one_file = record(args, 1, folder)
+            result.steps_per_second["one"].append(one)
+            result.steps_per_second["two"].append(record(args, 2, folder)[0])
+        (result.bytes_per_step, result.bytes_by_dataset, result.recorded_steps, result.sessions,
+         result.flags) = storage(one_file)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    result.median = {name: statistics.median(values) for name, values in result.steps_per_second.items()}
+    result.ratio_one = result.median["one"] / result.median["env"]
+    result.ratio_two = result.median["two"] / result.median["one"]
+
+    print(f"\nRecording {args.player} on {args.stage}, pattern {args.pattern}, {args.steps} steps per measurement, "
+          f"{args.rounds} rounds (steps/s per round in brackets)\n")
+    names = {"env": "(a) environment alone, nothing recorded", "one": "(b) collect.py, 1 worker",
+             "two": "(c) collect.py, 2 workers"}
+    for name, label in names.items():
+        rounds = ", ".join(f"{value:.0f}" for value in result.steps_per_second[name])
+        print(f"  {label:42s} {result.median[name]:7.0f} steps/s   [{rounds}]")
+    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
+    print(f"\n  {verdict(result.ratio_one >= args.target_one)}: (b)/(a) = {result.ratio_one:.3f}  "
+          f"(target >= {args.target_one})")
+    print(f"  {verdict(result.ratio_two >= args.target_two)}: (c)/(b) = {result.ratio_two:.3f}  "
+          f"(target >= {args.target_two})")
+    print(f"  {verdict(result.bytes_per_step <= args.target_bytes)}: {result.bytes_per_step:.0f} bytes per recorded "
+          f"step, full frames included (target <= {args.target_bytes:.0f}); {result.sessions} sessions, "
+          f"{result.recorded_steps} steps, {result.flags} reached the flag")
+    print("\n  bytes per step by dataset (compressed): " + ", ".join(
+        f"{name} {size:.0f}" for name, size in result.bytes_by_dataset.items()))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_args(Args, __doc__))
