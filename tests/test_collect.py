@@ -191,3 +191,17 @@ def test_whole_stage_list_and_game_mode_expand():
     assert len(collect.expand_stages(["all"])) == 32
     assert collect.expand_stages(["1-1", "game", "1-1"]) == ["1-1", None]
     assert collect.episode_seed(0, "1-1", 0) != collect.episode_seed(0, "1-1", 1) != collect.episode_seed(1, "1-1", 0)
+
+
+@pytest.mark.slow
+def test_recording_benchmark_measures_all_three_and_the_storage(capsys):
+    from experiments import benchmark_collect
+
+    args = parse_args(benchmark_collect.Args, argv=["--player", "run_right", "--steps", "60", "--rounds", "1"])
+    result = benchmark_collect.main(args)
+    assert all(len(values) == 1 and values[0] > 0 for values in result.steps_per_second.values())
+    assert result.ratio_one == pytest.approx(result.median["one"] / result.median["env"])
+    assert result.ratio_two == pytest.approx(result.median["two"] / result.median["one"])
+    assert result.recorded_steps >= 60 and 500 < result.bytes_per_step < 10_000
+    assert set(result.bytes_by_dataset) >= {"frames", "coords", "values", "state"}
+    assert "(b)/(a)" in capsys.readouterr().out
