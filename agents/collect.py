@@ -310,18 +310,24 @@ def main(args: Args) -> dict:
 
     plans = [stage_plan(args, stage, player_options) for stage in stages]
 
-    # what is already recorded: sessions are numbered, so skip those present and count their steps
+    # what is already recorded: sessions are numbered, so episodes whose session exists are skipped
     with session_file.open() as index:
-        for plan in plans:
-            while (plan.checkpoint_key, plan.session_id(plan.next_episode, args)) in session_file:
-                group = index[plan.checkpoint_key][plan.session_id(plan.next_episode, args)]
-                plan.recorded_steps += int(group.attrs["steps"])
-                plan.next_episode += 1
-    skipped = sum(plan.next_episode for plan in plans)
+        existing_steps = {(entry.checkpoint_key, entry.session_id):
+                          int(index[entry.checkpoint_key][entry.session_id].attrs["steps"])
+                          for entry in session_file.entries()}
+    skipped = 0
+
+    def skip_recorded(plan: StagePlan) -> None:
+        nonlocal skipped
+        while (plan.checkpoint_key, plan.session_id(plan.next_episode, args)) in existing_steps:
+            plan.recorded_steps += existing_steps[(plan.checkpoint_key, plan.session_id(plan.next_episode, args))]
+            plan.next_episode += 1
+            skipped += 1
 
     def tasks():
         """The first plan that needs another episode (counting those in flight), or None when all are satisfied."""
         for plan in plans:
+            skip_recorded(plan)
             if plan.wanted_steps is not None:
                 if plan.recorded_steps + plan.in_flight_steps < plan.wanted_steps:
                     return plan
@@ -336,6 +342,8 @@ def main(args: Args) -> dict:
         shard = session_file.shard_path(plan.checkpoint_key, session_id).relative_to(session_file.shards_dir)
         return episode_task(args, plan, episode, player_options, shard.as_posix())
 
+    for plan in plans:
+        skip_recorded(plan)
     total = (sum(max(0, plan.wanted_steps - plan.recorded_steps) for plan in plans) if args.frames is not None
              else None)
     bar = tqdm(total=total, desc="recording", unit="step", disable=not args.progress, smoothing=0.1)
@@ -343,11 +351,9 @@ def main(args: Args) -> dict:
     started = time.perf_counter()
     counter = multiprocessing.get_context("spawn").Value("q", 0)
 
-    def finished(summary: dict) -> None:
+    def finished(plan: StagePlan, summary: dict) -> None:
         session_file.index_written(summary["checkpoint_key"], summary["session_id"])
-        for plan in plans:
-            if plan.checkpoint_key == summary["checkpoint_key"]:
-                plan.recorded_steps += summary["steps"]
+        plan.recorded_steps += summary["steps"]
         recorded.append(summary)
 
     interrupted = False
@@ -355,8 +361,7 @@ def main(args: Args) -> dict:
         if args.workers == 1:
             _worker_init_in_process(counter)
             while (plan := tasks()) is not None:
-                summary = record_episode(make_task(plan), str(session_file.shards_dir))
-                finished(summary)
+                finished(plan, record_episode(make_task(plan), str(session_file.shards_dir)))
                 bar.update(counter.value - bar.n)
                 bar.set_postfix(sessions=len(recorded))
         else:
@@ -377,7 +382,7 @@ def main(args: Args) -> dict:
                         pending.remove(item)
                         plan, guess, result = item
                         plan.in_flight, plan.in_flight_steps = plan.in_flight - 1, plan.in_flight_steps - guess
-                        finished(result.get())
+                        finished(plan, result.get())
                     bar.update(counter.value - bar.n)
                     bar.set_postfix(sessions=len(recorded))
     except KeyboardInterrupt:

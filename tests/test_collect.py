@@ -205,3 +205,32 @@ def test_recording_benchmark_measures_all_three_and_the_storage(capsys):
     assert result.recorded_steps >= 60 and 500 < result.bytes_per_step < 10_000
     assert set(result.bytes_by_dataset) >= {"frames", "coords", "values", "state"}
     assert "(b)/(a)" in capsys.readouterr().out
+
+
+def test_a_resume_fills_gaps_without_recording_anything_twice(tmp_path):
+    output = tmp_path / "s.h5"
+    run_collect(output, "--episodes", "4")
+    ids = session_ids(output)
+    session_file = SessionFile(output)
+    missing = ids[1]
+    del session_file._entries[missing]  # as if a killed two-worker run had finished episodes 0, 2 and 3 only
+    session_file.shard_path(*missing).unlink()
+    session_file._write_index()
+    stamps = {sid: SessionFile(output).shard_path(key, sid).stat().st_mtime_ns for key, sid in ids if sid != missing[1]}
+    result = run_collect(output, "--episodes", "4")
+    assert result["recorded_sessions"] == 1 and result["skipped_sessions"] == 3
+    assert session_ids(output) == ids
+    for key, sid in ids:
+        if sid != missing[1]:
+            assert SessionFile(output).shard_path(key, sid).stat().st_mtime_ns == stamps[sid], "rewritten"
+
+
+def test_stages_sharing_one_checkpoint_key_each_get_their_budget(tmp_path):
+    output = tmp_path / "s.h5"
+    run_collect(output, "--frames", "40", "--stages", "1-1", "1-2", "--checkpoint-key", "mixed")
+    with SessionFile(output).open() as index:
+        steps = {}
+        for sid in index["mixed"]:
+            stage = index["mixed"][sid].attrs["stage"]
+            steps[stage] = steps.get(stage, 0) + int(index["mixed"][sid].attrs["steps"])
+    assert set(steps) == {"1-1", "1-2"} and all(value >= 40 for value in steps.values())
