@@ -52,7 +52,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from sgaps_env.session_file import SessionFile
+from sgaps_env.session_file import SessionFile, session_file_paths
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX
 
 INDEX_FORMAT = "sgaps-clean-index"
@@ -277,15 +277,7 @@ def clean_sessions(paths, config: CleaningConfig | None = None, progress: bool =
     """Run the three stages over every session of the given session files; returns the kept rows."""
     config = config or CleaningConfig()
     config.validate()
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = [Path(path) for path in paths]
-    if not paths:
-        raise ValueError("no session files given")
-    for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"session file {path} does not exist: record sessions with "
-                                    f"`python agents/collect.py --output {path}`")
+    paths = session_file_paths(paths)
     files = [SessionFile(path) for path in paths]
     total_sessions = sum(len(file) for file in files)
     if total_sessions == 0:

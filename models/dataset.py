@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, extract_pixels, make_pattern, to_gray, validate_coords
-from sgaps_env.session_file import SESSION_GROUP, SessionFile, attrs_of, session_pixels
+from sgaps_env.session_file import SESSION_GROUP, SessionFile, attrs_of, session_file_paths, session_pixels
 
 SPLITS = ("train", "val", "test")
 
@@ -146,19 +146,6 @@ class SessionInfo:
     split: str
 
 
-def _normalise_paths(paths) -> list[Path]:
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = [Path(path) for path in paths]
-    if not paths:
-        raise ValueError("no session files given: pass a path or a list of paths to session files (index .h5)")
-    for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"session file {path} does not exist: record sessions with "
-                                    f"`python agents/collect.py --output {path}`")
-    return paths
-
-
 def _index_rows(index) -> dict[tuple[str, str], np.ndarray]:
     """An index (a ``CleanIndex``, a path to one, or ``(checkpoint_key, session_id, row)`` triples) ->
     sorted unique rows per session."""
@@ -209,7 +196,7 @@ class SessionDataset(Dataset):
             raise ValueError(f"history must be a non-negative int (previous frames per item), got {history!r}")
         if max_open_files < 1:
             raise ValueError(f"max_open_files must be at least 1, got {max_open_files}")
-        self.paths = _normalise_paths(paths)
+        self.paths = session_file_paths(paths)
         self.split = split
         self.split_fractions = check_fractions(split_fractions)
         self.split_seed = int(split_seed)

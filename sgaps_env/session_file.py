@@ -504,6 +504,20 @@ class SessionFile:
         return found
 
 
+def session_file_paths(paths: str | os.PathLike | list) -> list[Path]:
+    """One path or a list of paths to session files, checked to exist, as ``Path`` objects."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise ValueError("no session files given: pass a path or a list of paths to session files (index .h5)")
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"session file {path} does not exist: record sessions with "
+                                    f"`python agents/collect.py --output {path}`")
+    return paths
+
+
 def new_session_id() -> str:
     """A random session id, for sessions recorded outside ``collect.py``'s deterministic naming."""
     return uuid.uuid4().hex[:12]
