@@ -92,14 +92,29 @@ def test_replay_reproduces_the_recorded_frames_bit_exactly(tmp_path):
         player.act(None, None)
 
 
+def indexed_count(path):
+    return len(SessionFile(path)) if path.exists() else 0
+
+
+def wait_until(condition, timeout=120.0):
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for the recorder")
+        time.sleep(0.05)
+
+
 def test_sigkill_at_any_moment_leaves_a_readable_file_and_a_rerun_resumes(tmp_path):
     output = tmp_path / "s.h5"
     command = [sys.executable, SCRIPT, "--output", str(output), "--episodes", "12", "--max-steps", "40",
                "--stages", "1-1", "1-2", "--workers", "2", "--no-progress"]
+    # kill during start-up, then twice mid-run once more sessions have been indexed (whatever the machine's load)
+    moments = [lambda: time.sleep(0.3), lambda: wait_until(lambda: indexed_count(output) >= 2),
+               lambda: wait_until(lambda: indexed_count(output) >= counts[-1] + 3)]
     counts = []
-    for delay in (2.5, 4.0):  # kill twice, at different moments of the run
+    for moment in moments:
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        moment()
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert process.returncode == -signal.SIGKILL
@@ -109,8 +124,8 @@ def test_sigkill_at_any_moment_leaves_a_readable_file_and_a_rerun_resumes(tmp_pa
                     group = index[key][sid]
                     assert group.attrs["complete"] and len(group["frames"]) == group.attrs["steps"] + 1
                     frames_rgb(group, -1)
-        counts.append(len(SessionFile(output)) if output.exists() else 0)
-    assert counts[-1] > 0 and counts[-1] < 24, f"the kills should land mid-run: indexed after each {counts}"
+        counts.append(indexed_count(output))
+    assert 0 < counts[-1] < 24, f"the kills should land mid-run: indexed after each {counts}"
     time.sleep(0.5)  # the killed recorder's workers die with it
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
