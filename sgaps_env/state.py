@@ -75,8 +75,11 @@ def _enemy_fields(slot: int) -> list[StateField]:
         _field(f"enemy{slot}_active", flag, 1, f"enemy slot {slot} is in use (0 or 1)", byte_max=1),
         _field(f"enemy{slot}_type", 0x0016 + slot, 64, f"enemy slot {slot} object type id / 64",
                active_flag=flag),
-        _field(f"enemy{slot}_screen_x", 0x03AE + slot, 256, f"enemy slot {slot} x on screen in pixels / 256",
-               active_flag=flag),
+        # x on screen = the slot's level x minus the camera's (RAM 0x03AE+ is not per slot: it holds the
+        # last processed enemy's and other objects' screen x)
+        _field(f"enemy{slot}_screen_x", (0x006E + slot, 0x0087 + slot, 0x071A, 0x071C), 256,
+               f"enemy slot {slot} x relative to the screen's left edge in pixels (level x - camera x) / 256",
+               weights=(256, 1, -256, -1), active_flag=flag),
         _field(f"enemy{slot}_screen_y", 0x00CF + slot, 256, f"enemy slot {slot} y on screen in pixels / 256",
                active_flag=flag),
     ]

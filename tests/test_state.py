@@ -21,8 +21,9 @@ def test_decodes_positions_speeds_digits_and_enemy_slots():
     ram[0x07F8:0x07FB] = [3, 8, 5]            # timer 385
     ram[0x07DD:0x07E3] = [0, 0, 1, 2, 5, 0]   # score 12,500
     ram[0x075A] = 0xFF                        # game over: lives -1
-    ram[0x0010], ram[0x0017], ram[0x03AF], ram[0x00D0] = 1, 6, 120, 184  # enemy slot 1 active goomba
-    ram[0x03AE], ram[0x00CF] = 99, 99         # stale values in inactive slot 0
+    ram[0x0010], ram[0x0017], ram[0x00D0] = 1, 6, 184  # enemy slot 1: an active goomba ...
+    ram[0x006F], ram[0x0088] = 2, 64          # ... at level x 576, so 120 px right of the camera
+    ram[0x006E], ram[0x0087], ram[0x00CF] = 9, 99, 99  # stale values in inactive slot 0
     state, mask = StateVectorReader().read(ram)
 
     def value(name):

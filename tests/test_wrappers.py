@@ -4,6 +4,8 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+
+from sgaps_env.state import STATE_FIELDS
 from gymnasium.utils.env_checker import check_env
 
 import sgaps_env
@@ -194,12 +196,14 @@ def test_player_wrapper_spaces_are_discrete_buttons_and_a_flat_dict(make_env):
     assert env.observation_space["pixels"].shape == (64, 5)
     assert env.observation_space["state"].shape == env.observation_space["state_mask"].shape == (48,)
     state_space, env_state_space = env.observation_space["state"], env.env.observation_space["state"]
-    assert state_space.low.min() > -100  # no sentinel-sized bound (the env's reaches -999)
+    assert state_space.low.min() > -300  # no sentinel-sized bound (the env's reaches -999)
     fields = len(sgaps_env.STATE_FIELDS)
     never_masked = env_state_space.low[:fields] != -999.0
     np.testing.assert_array_equal(state_space.low[:fields][never_masked], env_state_space.low[:fields][never_masked])
     np.testing.assert_array_equal(state_space.high[:fields], env_state_space.high[:fields])  # sentinel < 0
-    assert (state_space.low[:fields][~never_masked] == 0.0).all()  # masked fields: [0, high], 0 when inactive
+    field_lows = np.array([field.low for field in STATE_FIELDS], dtype=np.float32)
+    # masked fields: [min(low, 0), high], since they read 0 when inactive
+    np.testing.assert_array_equal(state_space.low[:fields][~never_masked], np.minimum(field_lows, 0)[~never_masked])
     assert (state_space.low < state_space.high).all()  # no degenerate dimension
     assert all(isinstance(space, gym.spaces.Box) for space in env.observation_space.spaces.values())
 
