@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from agents.heuristic import HeuristicPlayer
 from sgaps_env.buttons import resolve_button_set
 from sgaps_env.player import CallablePlayer, Player, as_player
 from sgaps_env.state import STATE_INDEX
@@ -88,8 +89,24 @@ class RunRightPlayer:
 
 __all__ = ["PLAYERS", "CallablePlayer", "Player", "RandomPlayer", "RunRightPlayer", "as_player", "make_player"]
 
+def _sb3_player(**options) -> Player:
+    """``SB3Player(path=..., deterministic=...)``; imported on use, since it loads torch."""
+    from agents.sb3_player import SB3Player
+
+    return SB3Player(**options)
+
+
+def _replay_player(**options) -> Player:
+    """``ReplayPlayer(path=..., checkpoint_key=..., session_id=...)``."""
+    from agents.replay import ReplayPlayer
+
+    return ReplayPlayer(**options)
+
+
 #: Players by name.
-PLAYERS: dict[str, Callable[..., Player]] = {"random": RandomPlayer, "run_right": RunRightPlayer}
+PLAYERS: dict[str, Callable[..., Player]] = {"random": RandomPlayer, "run_right": RunRightPlayer,
+                                             "heuristic": HeuristicPlayer, "sb3": _sb3_player,
+                                             "replay": _replay_player}
 
 
 def make_player(name: str, **kwargs) -> Player:
