@@ -40,7 +40,8 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 
 from sgaps_env.coords import PATTERNS, make_pattern, pixel_to_uv, uv_to_pixel
-from sgaps_env.wrappers import RANDOM_PATTERNS, PlayerLearningWrapper
+from sgaps_env.coords import RANDOM_PATTERNS
+from sgaps_env.wrappers import PlayerLearningWrapper
 
 #: The model attribute (saved inside the .zip) that holds the env config of its training.
 ENV_CONFIG_ATTRIBUTE = "sgaps_env_config"

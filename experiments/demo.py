@@ -34,7 +34,7 @@ from experiments.cli import arg, parse_args
 from models.baselines import nearest_reconstruction
 from models.metrics import psnr
 from sgaps_env import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, SGAPSSuperMarioBrosEnv, make_pattern
-from sgaps_env.coords import channels_for, to_gray
+from sgaps_env.coords import channels_for, frame_values
 from sgaps_env.render import sample_canvas
 
 
@@ -67,11 +67,6 @@ class Moment:
     pixels: np.ndarray  # (N, 2 + C) the samples of that frame
     reconstruction: np.ndarray  # (240, 256, C) float32 in [0, 1]
     psnr: float
-
-
-def reference(frame: np.ndarray, color: str) -> np.ndarray:
-    """The true frame in the samples' colour mode, (H, W, C) float32 in [0, 1] (as models.scoring does)."""
-    return to_gray(frame)[..., None] if color == "gray" else frame.astype(np.float32) / 255.0
 
 
 def moment_steps(steps: int, moments: int) -> list[int]:
@@ -140,7 +135,7 @@ def main(args: Args) -> dict:
             env_seconds += time.perf_counter() - tick
 
             reconstruction = nearest_reconstruction(observation["pixels"])
-            psnrs[step] = psnr(reconstruction, reference(info["frame"], args.color))
+            psnrs[step] = psnr(reconstruction, frame_values(info["frame"], args.color))
             furthest_x = max(furthest_x, int(info["x_pos"]))
             if step in keep:
                 moments.append(Moment(step, episodes, int(info["x_pos"]), info["frame"], observation["pixels"],

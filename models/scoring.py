@@ -5,7 +5,7 @@ import numpy as np
 
 from models.baselines import nearest_reconstruction
 from models.metrics import psnr
-from sgaps_env.coords import to_gray
+from sgaps_env.coords import frame_values
 
 RECONSTRUCTORS = {"nearest": nearest_reconstruction}
 
@@ -27,8 +27,8 @@ class BaselineScorer:
     def __call__(self, frame: np.ndarray, pixels: np.ndarray, state: np.ndarray, state_mask: np.ndarray) -> float:
         height, width = frame.shape[:2]
         reconstruction = self._reconstruct(pixels, height, width)
-        truth = to_gray(frame)[..., None] if pixels.shape[1] == 3 else frame.astype(np.float32) / 255.0
-        return psnr(reconstruction, truth)
+        color = "gray" if pixels.shape[1] == 3 else "rgb"
+        return psnr(reconstruction, frame_values(frame, color))
 
     def __repr__(self) -> str:
         return f"BaselineScorer(method={self.method!r})"

@@ -100,6 +100,16 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
     return frame @ (BT601_LUMA / 255.0)
 
 
+def frame_values(frame: np.ndarray, color: str) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 frame in a colour mode's values: ``(H, W, C)`` float32 in [0, 1].
+
+    These are the values ``extract_pixels`` reads, at every pixel (the truth a reconstruction is scored on).
+    """
+    if channels_for(color) == 1:
+        return to_gray(frame)[..., None]
+    return frame.astype(np.float32) / 255.0
+
+
 def validate_coords(coords, count: int, clip: bool = False) -> np.ndarray:
     """Check a coordinate action and return it as a ``(count, 2)`` float32 array.
 
@@ -190,6 +200,9 @@ def checkerboard(count: int, rng: np.random.Generator | None = None, height: int
 
 
 PatternFn = Callable[..., np.ndarray]
+
+#: Fixed patterns that are random draws (samplers may redraw them every frame).
+RANDOM_PATTERNS = frozenset({"random", "stratified"})
 
 #: Fixed sampling patterns by name: ``fn(count, rng, height, width) -> (count, 2) float32``.
 PATTERNS: dict[str, PatternFn] = {

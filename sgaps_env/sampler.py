@@ -12,10 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sgaps_env.coords import PATTERNS, make_pattern
-
-#: Fixed patterns that are random draws; ``PatternSampler`` redraws them every frame by default.
-RANDOM_PATTERNS = frozenset({"random", "stratified"})
+from sgaps_env.coords import PATTERNS, RANDOM_PATTERNS, make_pattern
 
 
 class Sampler(Protocol):

@@ -25,12 +25,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, make_pattern, pixel_to_uv
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, RANDOM_PATTERNS, make_pattern, pixel_to_uv
 from sgaps_env.env import SGAPSSuperMarioBrosEnv
 from sgaps_env.player import Player, as_player
-
-#: Patterns redrawn from the wrapped env's ``np_random`` every step; the others are computed once.
-RANDOM_PATTERNS = frozenset({"random", "stratified"})
 
 #: What ``SamplerLearningWrapper``'s fixed player is shown.
 PLAYER_OBSERVATIONS = ("env", "cleaned")
