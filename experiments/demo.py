@@ -1,16 +1,18 @@
-"""SGAPS demo: play Super Mario Bros 1-1 seen through a few hundred sampled pixels, and look at it.
+"""SGAPS demo: play Super Mario Bros 1-1 seen through 500 sampled pixels, and rebuild every frame.
 
-A simple player (run right, jump at enemies and walls, read from the RAM state vector) plays
---steps steps of SGAPS-SMB-v0, starting over whenever Mario dies. Every frame is sampled at
-the same fixed pattern of --sample-count pixels, and rebuilt from its samples by
-nearest-neighbour filling; the PSNR of that rebuild against the true frame is computed for
+The RAM-aware heuristic player plays --steps steps of SGAPS-SMB-v0 (starting over whenever Mario
+dies). Every frame is sampled at --sample-count pixels of the --pattern (random patterns are
+redrawn every frame), and each frame is rebuilt from its samples and the state vector by the
+shipped Sparse Pixel Transformer checkpoint and by the non-learned --baseline, each with its own
+memory of the session. PSNR, SSIM and foreground PSNR against the true frame are computed for
 every step. It writes to --out:
 
-  frames.png   a few moments of the run: true frame | sampled pixels | nearest-neighbour rebuild
-  summary.txt  steps, frames, episodes, progress, speed, data per frame and PSNR statistics
+  frames.png   a few moments: true frame | sampled pixels | SPT | baseline
+  demo.gif     the run: true frame | SPT | baseline
+  summary.md   the metrics table; summary.txt: the run (steps, episodes, speed, bytes per frame)
 
-    python experiments/demo.py                               # about 5 s on a laptop
-    python experiments/demo.py --pattern uniform_grid --sample-count 1000 --out outputs/demo_grid
+    python experiments/demo.py                                 # about a minute on 2 CPU cores
+    python experiments/demo.py --pattern uniform_grid --baseline telea --out outputs/demo_grid
 """
 from __future__ import annotations
 
@@ -31,10 +33,11 @@ from tqdm import tqdm
 
 from agents.players import PLAYERS, make_player
 from experiments.cli import arg, parse_args
-from models.baselines import nearest_reconstruction
-from models.metrics import psnr
+from models.baselines import BASELINES, make_baseline
+from models.metrics import frame_metrics
+from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
 from sgaps_env import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, SGAPSSuperMarioBrosEnv, make_pattern
-from sgaps_env.coords import channels_for, frame_values
+from sgaps_env.coords import RANDOM_PATTERNS, channels_for, frame_values
 from sgaps_env.render import sample_canvas
 
 
@@ -44,10 +47,14 @@ class Args:
 
     steps: int = arg(300, "environment steps to play (the env restarts the stage whenever Mario dies)")
     stage: str = arg("1-1", "stage to play, 'W-S'")
-    player: str = arg("run_right", "who presses the buttons", choices=sorted(PLAYERS))
-    pattern: str = arg("random", "fixed sampling pattern used for every frame", choices=sorted(PATTERNS))
+    player: str = arg("heuristic", "who presses the buttons", choices=sorted(PLAYERS))
+    pattern: str = arg("random", "sampling pattern ('random' and 'stratified' are redrawn every frame)",
+                       choices=sorted(PATTERNS))
     sample_count: int = arg(500, "pixels sampled per frame")
-    color: str = arg("gray", "colour mode of the samples: BT.601 luma or RGB", choices=["gray", "rgb"])
+    color: str = arg("rgb", "colour mode of the samples (the checkpoint's mode)", choices=["gray", "rgb"])
+    checkpoint: Path = arg(DEFAULT_CHECKPOINT, "SPT checkpoint (the shipped one by default)")
+    baseline: str = arg("hold", "non-learned reconstructor shown beside the SPT", choices=sorted(BASELINES))
+    gif_every: int = arg(2, "put every n-th step into demo.gif (0: no GIF)")
     frame_skip: int = arg(4, "NES frames per step")
     moments: int = arg(4, "moments of the run shown in frames.png, spread evenly over it")
     dot: int = arg(3, "side in pixels of the square drawn for each sample in frames.png (1 = honest size)")
@@ -65,8 +72,10 @@ class Moment:
     x_pos: int
     frame: np.ndarray  # (240, 256, 3) uint8, the true frame
     pixels: np.ndarray  # (N, 2 + C) the samples of that frame
-    reconstruction: np.ndarray  # (240, 256, C) float32 in [0, 1]
-    psnr: float
+    spt: np.ndarray  # (240, 256, C) float32 in [0, 1]
+    baseline: np.ndarray
+    spt_psnr: float
+    baseline_psnr: float
 
 
 def moment_steps(steps: int, moments: int) -> list[int]:
@@ -75,31 +84,51 @@ def moment_steps(steps: int, moments: int) -> list[int]:
     return sorted({int((i + 0.5) * steps / count) for i in range(count)})
 
 
+def show(axis, picture: np.ndarray) -> None:
+    if picture.shape[2] == 1:
+        axis.imshow(picture[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        axis.imshow(np.clip(picture, 0.0, 1.0), interpolation="nearest")
+
+
 def plot_moments(moments: list[Moment], args: Args, path: Path) -> None:
-    """frames.png: one row per moment, true frame | sampled pixels | nearest-neighbour reconstruction."""
+    """frames.png: one row per moment, true frame | sampled pixels | SPT | baseline."""
     rows = len(moments)
-    figure, axes = plt.subplots(rows, 3, figsize=(13.5, 4.1 * rows + 0.9), squeeze=False, layout="constrained")
+    figure, axes = plt.subplots(rows, 4, figsize=(18, 4.1 * rows + 0.9), squeeze=False, layout="constrained")
     total = FRAME_HEIGHT * FRAME_WIDTH
-    figure.suptitle(f"SGAPS-SMB-v0, stage {args.stage}: the agent sees {args.sample_count} of {total:,} pixels "
-                    f"({args.sample_count / total:.2%}), '{args.pattern}' pattern, {args.color}\n"
-                    f"PSNR of the nearest-neighbour rebuild against the true frame"
-                    f"{' (luma)' if args.color == 'gray' else ''}", fontsize=13)
+    figure.suptitle(f"SGAPS-SMB-v0, stage {args.stage}: the reconstructors see {args.sample_count} of {total:,} pixels "
+                    f"({args.sample_count / total:.2%}) per frame, '{args.pattern}' pattern, {args.color}, "
+                    f"and the RAM state vector", fontsize=13)
     for row, moment in zip(axes, moments):
         row[0].imshow(moment.frame, interpolation="nearest")
         row[0].set_title(f"true frame: step {moment.step}, episode {moment.episode}, x = {moment.x_pos}", fontsize=11)
         row[1].imshow(sample_canvas(moment.pixels, dot=args.dot), interpolation="nearest")
         row[1].set_title(f"{len(moment.pixels)} sampled pixels (each drawn {args.dot}x{args.dot})", fontsize=11)
-        picture = moment.reconstruction
-        if picture.shape[2] == 1:
-            row[2].imshow(picture[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        else:
-            row[2].imshow(np.clip(picture, 0.0, 1.0), interpolation="nearest")
-        row[2].set_title(f"nearest-neighbour rebuild: PSNR {moment.psnr:.1f} dB", fontsize=11)
+        show(row[2], moment.spt)
+        row[2].set_title(f"SPT: PSNR {moment.spt_psnr:.1f} dB", fontsize=11)
+        show(row[3], moment.baseline)
+        row[3].set_title(f"{args.baseline} baseline: PSNR {moment.baseline_psnr:.1f} dB", fontsize=11)
         for axis in row:
             axis.set_xticks([])
             axis.set_yticks([])
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def to_uint8(picture: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` in [0, 1] -> ``(H, W, 3)`` uint8."""
+    picture = np.clip(picture, 0.0, 1.0)
+    if picture.shape[2] == 1:
+        picture = np.repeat(picture, 3, axis=2)
+    return (picture * 255).round().astype(np.uint8)
+
+
+def write_gif(panels: list[np.ndarray], path: Path, frame_ms: int) -> None:
+    """Animated GIF of ``(H, 3W + gaps, 3)`` uint8 panels (Pillow comes with matplotlib)."""
+    from PIL import Image
+
+    images = [Image.fromarray(panel) for panel in panels]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
 
 
 def main(args: Args) -> dict:
@@ -114,8 +143,16 @@ def main(args: Args) -> dict:
     env = SGAPSSuperMarioBrosEnv(stage=args.stage, sample_count=args.sample_count, color=args.color,
                                  frame_skip=args.frame_skip, initial_pattern=args.pattern, return_frame=True)
     player = make_player(args.player, **({"seed": args.seed} if args.player == "random" else {}))
-    coords = make_pattern(args.pattern, args.sample_count, np.random.default_rng(args.seed))
+    spt = SPTReconstructor(args.checkpoint)
+    if spt.channels != channels_for(args.color):
+        raise ValueError(f"{args.checkpoint} reconstructs {'RGB' if spt.channels == 3 else 'luma'}: "
+                         f"use --color {'rgb' if spt.channels == 3 else 'gray'}")
+    baseline = make_baseline(args.baseline)
+    pattern_rng = np.random.default_rng(args.seed)
+    coords = make_pattern(args.pattern, args.sample_count, pattern_rng)
     keep = set(moment_steps(args.steps, args.moments))
+    metrics = {"spt": [], args.baseline: []}
+    gif_panels: list[np.ndarray] = []
 
     env_seconds = 0.0
     frames = 0  # emulated frames of the finished episodes
@@ -127,19 +164,36 @@ def main(args: Args) -> dict:
     observation, info = env.reset(seed=args.seed, options={"coords": coords})
     env_seconds += time.perf_counter() - tick
     player.reset(args.seed)
+    spt.reset()
+    baseline.reset()
     try:
         for step in tqdm(range(args.steps), desc="demo", unit="step", disable=not args.progress):
             buttons = player.act(observation, info)
+            if args.pattern in RANDOM_PATTERNS:
+                coords = make_pattern(args.pattern, args.sample_count, pattern_rng)
             tick = time.perf_counter()
             observation, _, terminated, truncated, info = env.step({"buttons": buttons, "coords": coords})
             env_seconds += time.perf_counter() - tick
 
-            reconstruction = nearest_reconstruction(observation["pixels"])
-            psnrs[step] = psnr(reconstruction, frame_values(info["frame"], args.color))
+            truth = frame_values(info["frame"], args.color)
+            pictures = {}
+            for name, reconstructor in (("spt", spt), (args.baseline, baseline)):
+                tick = time.perf_counter()
+                pictures[name] = reconstructor.reconstruct(observation["pixels"], observation["state"],
+                                                           observation["state_mask"])
+                elapsed = (time.perf_counter() - tick) * 1000
+                metrics[name].append({**frame_metrics(pictures[name], truth, observation["state"],
+                                                      observation["state_mask"]), "ms": elapsed})
+            psnrs[step] = metrics["spt"][-1]["psnr"]
             furthest_x = max(furthest_x, int(info["x_pos"]))
             if step in keep:
                 moments.append(Moment(step, episodes, int(info["x_pos"]), info["frame"], observation["pixels"],
-                                      reconstruction, float(psnrs[step])))
+                                      pictures["spt"], pictures[args.baseline], metrics["spt"][-1]["psnr"],
+                                      metrics[args.baseline][-1]["psnr"]))
+            if args.gif_every and step % args.gif_every == 0:
+                gap = np.full((FRAME_HEIGHT, 4, 3), 255, np.uint8)
+                gif_panels.append(np.concatenate([info["frame"], gap, to_uint8(pictures["spt"]), gap,
+                                                  to_uint8(pictures[args.baseline])], axis=1))
             if terminated or truncated:
                 frames += info["frame_index"]
                 flags += bool(info["flag_get"])
@@ -149,6 +203,8 @@ def main(args: Args) -> dict:
                     observation, info = env.reset(options={"coords": coords})
                     env_seconds += time.perf_counter() - tick
                     player.reset()
+                    spt.reset()
+                    baseline.reset()
                     episodes += 1
         if not (terminated or truncated):
             frames += info["frame_index"]
@@ -157,6 +213,17 @@ def main(args: Args) -> dict:
     run_seconds = time.perf_counter() - start
 
     plot_moments(moments, args, out / "frames.png")
+    if gif_panels:
+        write_gif(gif_panels, out / "demo.gif", frame_ms=40 * args.gif_every)
+    table = ["| reconstructor | PSNR (dB) | SSIM | foreground PSNR (dB) | ms/frame |", "|---|---|---|---|---|"]
+    for name, rows in metrics.items():
+        mean = {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+        table.append(f"| {name} | {mean['psnr']:.2f} | {mean['ssim']:.3f} | {mean['foreground_psnr']:.2f} | "
+                     f"{mean['ms']:.1f} |")
+    (out / "summary.md").write_text(
+        f"# SGAPS demo: stage {args.stage}, {args.player} player, {args.sample_count} {args.pattern} "
+        f"{args.color} pixels per frame, {args.steps} steps\n\nCommand: `python experiments/demo.py`; "
+        f"checkpoint `{Path(args.checkpoint).name}`.\n\n" + "\n".join(table) + "\n")
 
     channels = channels_for(args.color)
     sampled_bytes = args.sample_count * channels
@@ -176,6 +243,8 @@ def main(args: Args) -> dict:
         "color": args.color,
         "sampled_bytes_per_frame": sampled_bytes,
         "frame_bytes": frame_bytes,
+        **{f"{name}_{key}": float(np.nanmean([row[key] for row in rows]))
+           for name, rows in metrics.items() for key in rows[0]},
         "psnr_mean": float(psnrs.mean()),
         "psnr_min": float(psnrs.min()),
         "psnr_max": float(psnrs.max()),
@@ -190,16 +259,19 @@ def main(args: Args) -> dict:
         f"env speed:          {summary['env_steps_per_second']:.0f} steps/s = "
         f"{summary['env_frames_per_second']:.0f} emulated frames/s (env.reset/step only; "
         f"whole loop with reconstructions {run_seconds:.1f} s)",
-        f"sample_count:       {args.sample_count} per frame, pattern '{args.pattern}' (fixed), color {args.color}",
+        f"sample_count:       {args.sample_count} per frame, pattern '{args.pattern}' ({'redrawn every frame' if args.pattern in RANDOM_PATTERNS else 'fixed'}), color {args.color}",
         f"data per frame:     {sampled_bytes:,} bytes of sampled values ({args.sample_count} x {channels} uint8) vs "
         f"{frame_bytes:,} bytes for a full RGB frame ({sampled_bytes / frame_bytes:.2%}; "
         f"{FRAME_HEIGHT * FRAME_WIDTH * channels:,} bytes for a full {args.color} frame)",
-        f"nearest-neighbour reconstruction PSNR over all {args.steps} steps: mean {summary['psnr_mean']:.2f} dB, "
+        f"SPT reconstruction PSNR over all {args.steps} steps: mean {summary['psnr_mean']:.2f} dB, "
         f"min {summary['psnr_min']:.2f} dB, max {summary['psnr_max']:.2f} dB",
+        "",
+        *table,
     ])
     (out / "summary.txt").write_text(text + "\n")
     print(text)
-    print(f"\nwrote {(out / 'frames.png').resolve()}\n      {(out / 'summary.txt').resolve()}")
+    written = [out / name for name in ("frames.png", "demo.gif", "summary.md", "summary.txt") if (out / name).exists()]
+    print("\nwrote " + "\n      ".join(str(path.resolve()) for path in written))
     return summary
 
 

@@ -13,7 +13,7 @@ Three stages, each counting the rows it removes (``python experiments/clean_sess
    A row failing several rules is counted under the first one, in this order, so the reasons add up.
 
 2. **Stationarity.** The velocity of row ``t`` is the L2 norm of ``state[t] - state[t - 1]`` over
-   the entries valid in both rows, leaving out the clock fields (``frame_phase``, ``timer``: they
+   the entries valid in both rows, leaving out the clock fields (``frame_phase``, ``timer``, ``color_rotation``: they
    tick while nothing happens); row 0 uses its difference to row 1. Rows with velocity below
    ``min_velocity`` are dropped: waiting, pauses, loading and intermission screens.
 
@@ -58,7 +58,7 @@ from sgaps_env.state import STATE_FIELDS, STATE_INDEX
 INDEX_FORMAT = "sgaps-clean-index"
 INDEX_VERSION = 1
 #: Fields that change while nothing happens: left out of the velocity and the clustering by default.
-CLOCK_FIELDS = ("frame_phase", "timer")
+CLOCK_FIELDS = ("frame_phase", "timer", "color_rotation")
 #: Rows up to which the exact ``KMeans`` is used; ``MiniBatchKMeans`` beyond.
 EXACT_KMEANS_ROWS = 10_000
 #: Value of ``game_mode`` (RAM 0x0770) while a stage is being played.

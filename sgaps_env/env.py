@@ -71,7 +71,7 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     | key | space | meaning |
     |---|---|---|
     | `pixels` | `Box(0, 1, (sample_count, 2 + C), float32)` | rows `(u, v, value...)`: the centre of each pixel read and its value; `C = 1` (BT.601 luma) for `color="gray"`, `C = 3` for `"rgb"` |
-    | `state` | `Box(low, high, (max_state_dim,), float32)` | the fields of `sgaps_env.STATE_FIELDS` (41 of them; see `docs/state_vector.md`), then `sentinel` padding |
+    | `state` | `Box(low, high, (max_state_dim,), float32)` | the fields of `sgaps_env.STATE_FIELDS` (44 of them; see `docs/state_vector.md`), then `sentinel` padding |
     | `state_mask` | `Box(0, 1, (max_state_dim,), float32)` | 1 where `state` holds a valid value; 0 for padding and for the fields of inactive enemy slots |
 
     The state describes the frame the pixels came from: the NES draws a frame
@@ -110,15 +110,15 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     | `color` | `"gray"` | `"gray"` (BT.601 luma) or `"rgb"` |
     | `frame_skip` | 4 | NES frames per step; the same buttons are held for all of them |
     | `buttons` | `"simple"` | `"simple"`, `"right_only"`, `"complex"` or a list of combos such as `[["right", "A"]]` |
-    | `max_state_dim` | 64 | length of `state` and `state_mask` (at least 41) |
+    | `max_state_dim` | 64 | length of `state` and `state_mask` (at least 44) |
     | `sentinel` | -999.0 | value of padded and masked state entries |
     | `initial_pattern` | `"uniform_grid"` | fixed pattern for the first frame: `uniform_grid`, `random`, `stratified`, `checkerboard` |
     | `noop_max` | 30 | largest number of extra random no-op frames at reset |
     | `repeat_action_probability` | 0.0 | per-frame chance that the previous frame's buttons are held instead (sticky actions, as in ALE v5) |
     | `clip_coords` | `False` | clip out-of-range coordinates into [0, 1] instead of raising |
     | `return_frame` | `False` | put a copy of the true `(240, 256, 3)` uint8 frame in `info["frame"]` |
-    | `scorer` | `None` | `scorer(frame, pixels, state, state_mask) -> float`, called every step |
-    | `reward_mode` | `"game"` | `"game"` or `"reconstruction"` (needs a scorer) |
+    | `scorer` | `None` | `scorer(frame, pixels, state, state_mask) -> float`, called every step; its `reset()`, if any, at every reset |
+    | `reward_mode` | `"game"` | `"game"` or `"reconstruction"` (without a scorer: the shipped SPT, `models.scoring.SPTScorer`; RGB samples) |
     | `render_mode` | `None` | `"rgb_array"` (the true frame) or `"human"` (a pygame window: true frame beside the samples) |
 
     ## Info
@@ -131,7 +131,8 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
 
     ## Version history
 
-    * v0: initial version (gym-super-mario-bros 9.1, nes-py 9.0).
+    * v0: initial version (gym-super-mario-bros 9.1, nes-py 9.0); before the first release the state
+      fields `player_sprite`, `area_type` and `color_rotation` were appended (indices 41-43).
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
@@ -168,9 +169,9 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
             raise ValueError(f"repeat_action_probability must be in [0, 1), got {repeat_action_probability!r}")
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"unknown reward_mode {reward_mode!r}: expected one of {REWARD_MODES}")
-        if reward_mode == "reconstruction" and scorer is None:
-            raise ValueError("reward_mode='reconstruction' needs a scorer: pass scorer=callable(frame, pixels, "
-                             "state, state_mask) -> float, e.g. models.scoring.BaselineScorer()")
+        if scorer is not None and not callable(scorer):
+            raise ValueError(f"scorer must be callable(frame, pixels, state, state_mask) -> float or None, got "
+                             f"{scorer!r}: e.g. models.scoring.SPTScorer() or models.scoring.BaselineScorer('hold')")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None")
 
@@ -184,6 +185,10 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         self.repeat_action_probability = float(repeat_action_probability)
         self.clip_coords = bool(clip_coords)
         self.return_frame = bool(return_frame)
+        if reward_mode == "reconstruction" and scorer is None:
+            from models.scoring import default_scorer  # imports torch: only when the SPT is wanted
+
+            scorer = default_scorer(color)
         self.scorer = scorer
         self.reward_mode = reward_mode
         self.render_mode = render_mode
@@ -279,6 +284,8 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         self._game.reset()
         self._frame_index = 0
         self._last_byte = 0
+        if hasattr(self.scorer, "reset"):  # scorers with a memory of the episode start it afresh
+            self.scorer.reset()
         # At least one frame, so that the screen buffer is drawn from the restored RAM.
         for _ in range(1 + int(self.np_random.integers(0, self.noop_max + 1))):
             self._advance(0)

@@ -114,6 +114,11 @@ STATE_FIELDS: tuple[StateField, ...] = (
            "score from its six decimal digits (millions to tens) / 1,000,000",
            weights=(1e6, 1e5, 1e4, 1e3, 100, 10), byte_max=9),
     _field("frame_phase", 0x0009, 256, "global frame counter (drives sprite animation) / 256"),
+    _field("player_sprite", 0x06D5, 256, "which player graphics frame is drawn (size, walk/jump/swim pose; "
+           "multiples of 8) / 256"),
+    _field("area_type", 0x074E, 3, "area type (0 water, 1 ground, 2 underground, 3 castle; sets the palettes) / 3"),
+    _field("color_rotation", 0x06D4, 8, "palette rotation step 0-5 (the blinking of ?-blocks and coins; "
+           "advances every 8 frames) / 8"),
 )
 
 #: Field name -> index in the state vector.

@@ -1,0 +1,120 @@
+"""How fast the SPT rebuilds a frame on this machine's CPU, beside OpenCV inpainting, in one run:
+`python experiments/benchmark_reconstructor.py --help`.
+
+A short real session is played first (the heuristic player on 1-1, --sample-count random pixels
+per frame in the checkpoint's colour mode). Then, in --rounds interleaved rounds:
+
+- SPT batch 1: the whole reconstructor per frame, in session order (memory view, model inputs,
+  the network, the memory update), as the environment's scorer and the demo use it;
+- SPT batched: the network on --batch frames' prepared inputs at once (frames/s);
+- OpenCV Telea and Navier-Stokes inpainting and the nearest-neighbour fill of the same pixels.
+
+Targets (issue 4): batched >= 100 frames/s and batch 1 <= 25 ms per frame for a 240 x 256 frame
+from 500 pixels. The ratios printed are measured side by side in this run.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from agents.players import make_player
+from experiments.cli import arg, parse_args
+from models.baselines import make_baseline
+from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor, collate_inputs
+from sgaps_env import SGAPSSuperMarioBrosEnv, make_pattern
+
+
+@dataclass
+class Args:
+    checkpoint: Path = arg(DEFAULT_CHECKPOINT, "SPT checkpoint")
+    sample_count: int = arg(500, "pixels per frame")
+    frames: int = arg(96, "frames of the played session used for timing")
+    batch: int = arg(32, "frames per batched network call")
+    rounds: int = arg(3, "interleaved timing rounds (the median is reported)")
+    threads: int = arg(0, "torch CPU threads (0 = torch's default)")
+    seed: int = arg(0, "seed of the play and the sampling")
+
+
+def play(args: Args, color: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(pixels, state, state_mask)`` of --frames steps of real play."""
+    env = SGAPSSuperMarioBrosEnv(stage="1-1", sample_count=args.sample_count, color=color)
+    player = make_player("heuristic")
+    rng = np.random.default_rng(args.seed)
+    coords = make_pattern("random", args.sample_count, rng)
+    observation, info = env.reset(seed=args.seed, options={"coords": coords})
+    player.reset(args.seed)
+    steps = []
+    while len(steps) < args.frames:
+        coords = make_pattern("random", args.sample_count, rng)
+        observation, _, terminated, truncated, info = env.step({"buttons": player.act(observation, info),
+                                                                "coords": coords})
+        steps.append((observation["pixels"].copy(), observation["state"].copy(), observation["state_mask"].copy()))
+        if terminated or truncated:
+            observation, info = env.reset(options={"coords": coords})
+            player.reset()
+    env.close()
+    return steps
+
+
+def per_frame_ms(reconstructor, steps) -> float:
+    reconstructor.reset()
+    start = time.perf_counter()
+    for pixels, state, mask in steps:
+        reconstructor.reconstruct(pixels, state, mask)
+    return (time.perf_counter() - start) * 1000 / len(steps)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(Args, __doc__, argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spt = SPTReconstructor(args.checkpoint)
+    color = "rgb" if spt.channels == 3 else "gray"
+    steps = play(args, color)
+    # the batched network sees inputs prepared in session order (the memory is sequential)
+    spt.reset()
+    prepared = []
+    for pixels, state, mask in steps:
+        prepared.append(spt.inputs(pixels, state, mask))
+        spt.reconstruct(pixels, state, mask)
+    batches = [collate_inputs(prepared[i:i + args.batch]) for i in range(0, len(prepared) - args.batch + 1, args.batch)]
+    if not batches:
+        raise ValueError(f"--frames {args.frames} is smaller than --batch {args.batch}: play more frames")
+    baselines = {name: make_baseline(name) for name in ("telea", "ns", "nearest")}
+
+    timings: dict[str, list[float]] = {"spt_batch1_ms": [], "spt_batched_fps": [],
+                                       **{f"{name}_ms": [] for name in baselines}}
+    with torch.inference_mode():
+        spt.model(batches[0])  # warm-up
+        for _ in range(args.rounds):
+            timings["spt_batch1_ms"].append(per_frame_ms(spt, steps))
+            start = time.perf_counter()
+            for batch in batches:
+                spt.model(batch)
+            timings["spt_batched_fps"].append(len(batches) * args.batch / (time.perf_counter() - start))
+            for name, baseline in baselines.items():
+                timings[f"{name}_ms"].append(per_frame_ms(baseline, steps))
+    result = {key: statistics.median(values) for key, values in timings.items()}
+    print(f"{args.frames} frames of 1-1 play, {args.sample_count} {color} pixels each, torch threads "
+          f"{torch.get_num_threads()}, median of {args.rounds} rounds")
+    print(f"  SPT batch 1 (whole reconstructor): {result['spt_batch1_ms']:7.2f} ms/frame   target <= 25 ms   "
+          f"{'PASS' if result['spt_batch1_ms'] <= 25 else 'FAIL'}")
+    print(f"  SPT batched ({args.batch} frames):       {result['spt_batched_fps']:7.1f} frames/s  target >= 100  "
+          f"{'PASS' if result['spt_batched_fps'] >= 100 else 'FAIL'}")
+    for name in baselines:
+        ms = result[f"{name}_ms"]
+        print(f"  {name:>7} per frame:               {ms:7.2f} ms/frame   SPT batch 1 / {name} = "
+              f"{result['spt_batch1_ms'] / ms:.2f}x")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Score every reconstructor on held-out sessions: `python experiments/evaluate_reconstructors.py --help`.
+
+    python experiments/evaluate_reconstructors.py --data data/heldout.h5 data/unseen.h5
+
+Each session is replayed in order; every frame's pixels are re-sampled from the true frame with
+--pattern at each budget (the same pixels for every reconstructor), and each reconstruction is
+scored against the truth: PSNR (full frame), SSIM (scikit-image), foreground PSNR (inside the
+RAM-given sprite boxes, frames with sprites only) and milliseconds per frame. Stateless
+baselines and the metrics run on every --score-every-th frame; reconstructors with a memory see
+every frame. Stages are labelled "trained" when the checkpoint holds a level prior for them.
+
+Writes to --output: summary.md (tables), summary.csv, frames.csv (every scored frame),
+and psnr_vs_budget.png. `make demo` draws reconstructions side by side.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from experiments.cli import arg, parse_args
+from models.baselines import BASELINES, make_baseline
+from models.evaluation import evaluate_sessions, summarize
+from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
+
+
+@dataclass
+class Args:
+    data: list[str] = arg(["data/heldout.h5", "data/unseen.h5"], "held-out session files (every session is used)")
+    checkpoint: Path = arg(DEFAULT_CHECKPOINT, "SPT checkpoint")
+    reconstructors: list[str] = arg(["spt", *BASELINES], "reconstructors to score",
+                                    choices=["spt", *BASELINES])
+    budgets: list[int] = arg([250, 500, 1000], "pixels per frame")
+    pattern: str = arg("random", "sampling pattern", choices=["random", "stratified", "uniform_grid", "checkerboard"])
+    color: str = arg("rgb", "colour of the samples", choices=["rgb", "gray"])
+    max_steps: int | None = arg(150, "steps per session (from its start); omit for whole sessions")
+    max_sessions: int | None = arg(None, "sessions per file")
+    score_every: int = arg(3, "score (and run stateless baselines on) every n-th frame")
+    seed: int = arg(0, "seed of the sampling patterns")
+    output: Path = arg(Path("outputs/eval_reconstructors"), "where the tables and plots go")
+    progress: bool = arg(True, "show progress bars")
+
+
+def stage_of(checkpoint_key: str) -> str:
+    """``"smb1-1-1"`` -> ``"1-1"``."""
+    return checkpoint_key.split("-", 1)[1] if "-" in checkpoint_key else checkpoint_key
+
+
+def markdown_table(entries: list[dict], columns: list[str]) -> str:
+    def cell(value):
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(entry[c]) for c in columns) + " |" for entry in entries]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(Args, __doc__, argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+    spt = SPTReconstructor(args.checkpoint) if "spt" in args.reconstructors else None
+    trained_stages = {key.rsplit("-", 1)[0] for key in (spt.priors.levels if spt else {})}
+    rows = []
+    for budget in args.budgets:
+        reconstructors = {name: spt if name == "spt" else make_baseline(name) for name in args.reconstructors}
+        rows += evaluate_sessions(args.data, reconstructors, budget=budget, pattern=args.pattern, color=args.color,
+                                  max_steps=args.max_steps, max_sessions=args.max_sessions, seed=args.seed,
+                                  score_every=args.score_every, progress=args.progress)
+    for row in rows:
+        row["stage"] = stage_of(row["checkpoint_key"])
+        row["stages"] = "trained" if row["stage"] in trained_stages else "unseen"
+
+    overall = summarize(rows, ("stages", "budget", "reconstructor"))
+    per_stage = summarize(rows, ("stage", "budget", "reconstructor"))
+    overall.sort(key=lambda e: (e["stages"], e["budget"], -e["psnr"]))
+    per_stage.sort(key=lambda e: (e["stage"], e["budget"], -e["psnr"]))
+    columns = ["reconstructor", "frames", "psnr", "ssim", "foreground_psnr", "ms"]
+    lines = [f"# Reconstruction on held-out sessions ({args.pattern} pixels, {args.color})", "",
+             f"Command: `python experiments/evaluate_reconstructors.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+             f"Checkpoint: `{args.checkpoint}`; trained stages: {sorted(trained_stages) or 'none'}.", ""]
+    for group in ("trained", "unseen"):
+        for budget in args.budgets:
+            entries = [e for e in overall if e["stages"] == group and e["budget"] == budget]
+            if entries:
+                best_baseline = max((e for e in entries if e["reconstructor"] != "spt"), key=lambda e: e["psnr"],
+                                    default=None)
+                spt_entry = next((e for e in entries if e["reconstructor"] == "spt"), None)
+                lines += [f"## {group} stages, {budget} pixels", "", markdown_table(entries, columns), ""]
+                if best_baseline and spt_entry:
+                    lines += [f"SPT - best baseline ({best_baseline['reconstructor']}): "
+                              f"{spt_entry['psnr'] - best_baseline['psnr']:+.2f} dB", ""]
+    lines += ["## Per stage", "", markdown_table(per_stage, ["stage", "budget", *columns]), ""]
+    (args.output / "summary.md").write_text("\n".join(lines))
+    with open(args.output / "summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(overall[0]))
+        writer.writeheader()
+        writer.writerows(overall)
+    with open(args.output / "frames.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_budgets(overall, args.output / "psnr_vs_budget.png")
+    print("\n".join(lines))
+    print(f"wrote {args.output}/summary.md, summary.csv, frames.csv, psnr_vs_budget.png")
+    return {"overall": overall, "per_stage": per_stage}
+
+
+def plot_budgets(overall: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({e["stages"] for e in overall})
+    figure, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
+    for axis, group in zip(axes[0], groups):
+        for name in sorted({e["reconstructor"] for e in overall}):
+            points = sorted((e["budget"], e["psnr"]) for e in overall if e["stages"] == group and e["reconstructor"] == name)
+            axis.plot(*zip(*points), marker="o", label=name, linewidth=2.5 if name == "spt" else 1.2)
+        axis.set(title=f"{group} stages", xlabel="pixels per frame", ylabel="PSNR (dB)", xscale="log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Replaying recorded sessions through reconstructors: the frames' pixels are re-sampled from the true
+frames with a pattern and budget, every reconstructor sees the same pixels in session order, and each
+frame is scored against the truth.
+
+    from models.evaluation import evaluate_sessions
+    rows = evaluate_sessions(["data/heldout.h5"], {"spt": SPTReconstructor(), "hold": make_baseline("hold")},
+                             budget=500, color="rgb")
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from models.dataset import split_of
+from models.metrics import foreground_psnr, psnr, ssim
+from sgaps_env.coords import extract_pixels, make_pattern, to_gray
+from sgaps_env.session_file import SessionFile, frames_rgb
+
+
+def session_frames(paths, split: str | None = None, max_steps: int | None = None,
+                   max_sessions: int | None = None) -> Iterator[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(checkpoint_key, session_id, frames (T, H, W, 3) uint8, state (T, D), state_mask (T, D))`` per session."""
+    yielded = 0
+    for path in paths:
+        session_file = SessionFile(path)
+        with session_file.open() as handle:
+            for entry in session_file.entries():
+                if split is not None and split_of(entry.checkpoint_key, entry.session_id) != split:
+                    continue
+                group = handle[f"{entry.checkpoint_key}/{entry.session_id}"]
+                if "frames" not in group:
+                    raise ValueError(f"session {entry.checkpoint_key}/{entry.session_id} in {path} has no true frames: "
+                                     f"record with `agents/collect.py --store-frames` to evaluate reconstructions")
+                rows = slice(0, max_steps)
+                yield (entry.checkpoint_key, entry.session_id, frames_rgb(group, rows), group["state"][rows],
+                       group["state_mask"][rows])
+                yielded += 1
+                if max_sessions is not None and yielded >= max_sessions:
+                    return
+
+
+def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: str = "random", color: str = "rgb",
+                      split: str | None = None, max_steps: int | None = None, max_sessions: int | None = None,
+                      seed: int = 0, with_ssim: bool = True, score_every: int = 1, progress: bool = True) -> list[dict]:
+    """One row per (session, scored step, reconstructor): psnr, ssim, foreground_psnr (nan without sprites), ms.
+
+    Steps ``0, score_every, 2 * score_every, ...`` are scored. Reconstructors with ``stateful = False``
+    run on those steps only; the others (a memory of the session) run on every step.
+    """
+    results = []
+    sessions = session_frames(paths, split, max_steps, max_sessions)
+    for key, session_id, frames, states, masks in tqdm(sessions, desc=f"sessions @{budget}px", unit="session",
+                                                       disable=not progress, total=max_sessions):
+        rng = np.random.default_rng([seed, budget, abs(hash(session_id)) % (2 ** 31)])
+        for reconstructor in reconstructors.values():
+            reconstructor.reset()
+        for step, (frame, state, mask) in enumerate(zip(frames, states, masks)):
+            coords = make_pattern(pattern, budget, rng)
+            pixels = extract_pixels(frame, coords, color)
+            truth = frame.astype(np.float32) / 255.0
+            if color == "gray":
+                truth = to_gray(truth)[..., None]
+            scored = step % score_every == 0
+            for name, reconstructor in reconstructors.items():
+                if not scored and not getattr(reconstructor, "stateful", True):
+                    continue
+                start = time.perf_counter()
+                output = reconstructor.reconstruct(pixels, state, mask)
+                elapsed = (time.perf_counter() - start) * 1000.0
+                if not scored:
+                    continue
+                results.append({"checkpoint_key": key, "session": session_id, "step": step, "reconstructor": name,
+                                "budget": budget, "psnr": psnr(output, truth),
+                                "ssim": ssim(output, truth) if with_ssim else float("nan"),
+                                "foreground_psnr": foreground_psnr(output, truth, state, mask), "ms": elapsed})
+    return results
+
+
+def summarize(rows: list[dict], keys: tuple[str, ...] = ("reconstructor", "budget")) -> list[dict]:
+    """Mean of each metric per group (foreground PSNR over frames with sprites only)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    summary = []
+    for group_key, members in groups.items():
+        entry = dict(zip(keys, group_key))
+        entry["frames"] = len(members)
+        for metric in ("psnr", "ssim", "foreground_psnr", "ms"):
+            values = np.array([m[metric] for m in members], float)
+            entry[metric] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        summary.append(entry)
+    return summary

@@ -1,0 +1,439 @@
+"""Temporal memory in world coordinates, and the per-level prior learned from training sessions.
+
+A Super Mario Bros frame below the status bar is a window ``[camera_x, camera_x + 256)`` onto a
+level that does not change much, so what has been seen is kept where it lives in the level:
+
+- **long-term static memory** (:class:`MemoryBank`): one canvas per level area, indexed by world
+  x = camera x + screen x, with a confidence per pixel. A sampled pixel outside the sprite boxes
+  moves the canvas towards its value (EMA, fully where nothing was known) and sets the confidence
+  to 1; a reconstruction fills pixels still below ``reconstruction_confidence``. The status bar
+  (rows ``< HUD_ROWS``) is fixed on screen and has its own screen-space canvas.
+- **short-term dynamic memory**: the samples of the last ``dynamic_frames`` frames, scroll
+  compensated, with their age: what moved recently, sprites included.
+- **stage prior** (:class:`StagePriors`): the per-pixel mode of the training frames of each level
+  area with the sprite boxes left out, and how often the mode was seen there. A new session of a
+  known level starts its static memory from it; an unknown level starts empty.
+
+Everything is numpy on frames in [0, 1] with ``C`` channels (1 = luma, 3 = RGB).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, to_gray
+from sgaps_env.session_file import SessionFile
+from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, ROTATION_PHASES, area_key, box_mask, camera_x, hud_digits,
+                               rotation_phase, sprite_boxes)
+
+#: ``LevelPrior.digit_index`` value of a digit the training frames never showed.
+DIGIT_UNSEEN = 255
+
+#: Margin (pixels) around the RAM-given sprite boxes inside which samples never enter the static memory.
+SPRITE_MARGIN = 2
+
+
+def _channels(rgb_uint8: np.ndarray, channels: int) -> np.ndarray:
+    """``(..., 3)`` uint8 RGB -> ``(..., channels)`` float32 in [0, 1]."""
+    rgb = rgb_uint8.astype(np.float32) / 255.0
+    return to_gray(rgb)[..., None] if channels == 1 else rgb
+
+
+# --- the stage prior ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LevelPrior:
+    """One level area's background: ``index (H - HUD_ROWS, W)`` into ``palette (K, 3)`` uint8 RGB below the
+    status bar, ``hud_index (HUD_ROWS, 256)`` for the status bar (its colours differ between levels), and
+    ``confidence``/``hud_confidence`` of the same shapes in uint8 (255 = every training frame agreed, 0 = never seen)."""
+
+    index: np.ndarray
+    palette: np.ndarray
+    confidence: np.ndarray
+    hud_index: np.ndarray
+    hud_confidence: np.ndarray
+    rotation_rows: np.ndarray
+    """(P,) int16 frame rows of the pixels whose colour follows the palette rotation (rows < HUD_ROWS: status bar)"""
+    rotation_cols: np.ndarray
+    """(P,) int16 their level x (screen x in the status bar)"""
+    rotation_index: np.ndarray
+    """(P, ROTATION_PHASES) uint8 their palette index at each rotation step"""
+    digit_rows: np.ndarray
+    """(Q,) int16 status-bar pixels whose colour a digit of the state decides (timer, score, coins)"""
+    digit_cols: np.ndarray
+    digit_slot: np.ndarray
+    """(Q,) uint8 which digit (sgaps_env.sprites.hud_digits order)"""
+    digit_index: np.ndarray
+    """(Q, 10) uint8 their palette index for each digit value; DIGIT_UNSEEN where training never showed it"""
+
+    @property
+    def width(self) -> int:
+        return self.index.shape[1]
+
+    def rgb(self) -> np.ndarray:
+        return self.palette[self.index]
+
+    def hud_rgb(self) -> np.ndarray:
+        return self.palette[self.hud_index]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"index": self.index, "palette": self.palette, "confidence": self.confidence,
+                "hud_index": self.hud_index, "hud_confidence": self.hud_confidence,
+                "rotation_rows": self.rotation_rows, "rotation_cols": self.rotation_cols,
+                "rotation_index": self.rotation_index, "digit_rows": self.digit_rows, "digit_cols": self.digit_cols,
+                "digit_slot": self.digit_slot, "digit_index": self.digit_index}
+
+
+class StagePriors:
+    """The level priors of a set of sessions, by :func:`sgaps_env.sprites.area_key`."""
+
+    def __init__(self, levels: dict[str, LevelPrior] | None = None):
+        self.levels = dict(levels or {})
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.levels
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def nbytes(self) -> int:
+        return sum(array.nbytes for prior in self.levels.values() for array in prior.arrays().values())
+
+    # checkpoints hold plain tensors so that ``torch.load(..., weights_only=True)`` reads them
+    def to_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {key: {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in prior.arrays().items()}
+                for key, prior in self.levels.items()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, dict[str, torch.Tensor]]) -> "StagePriors":
+        empty = {"rotation_rows": np.zeros(0, np.int16), "rotation_cols": np.zeros(0, np.int16),
+                 "rotation_index": np.zeros((0, ROTATION_PHASES), np.uint8),
+                 "digit_rows": np.zeros(0, np.int16), "digit_cols": np.zeros(0, np.int16),
+                 "digit_slot": np.zeros(0, np.uint8), "digit_index": np.zeros((0, 10), np.uint8)}  # older priors
+        return cls({key: LevelPrior(**{**empty, **{name: tensor.numpy() for name, tensor in value.items()}})
+                    for key, value in tensors.items()})
+
+    @classmethod
+    def build(cls, sessions: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], progress: bool = True,
+              total: int | None = None) -> "StagePriors":
+        """Memorise levels from sessions given as ``(frame_indices (T, H, W) uint8, palette (P, 3) uint8 RGB,
+        state (T, D), state_mask (T, D))`` (the session file's own frame encoding)."""
+        # key -> (H, W, colours * ROTATION_PHASES) uint16 votes; rows < HUD_ROWS hold the status bar
+        votes: dict[str, np.ndarray] = {}
+        # key -> (HUD_ROWS, W, digit slots, 10, colours) uint16 votes of the status bar given each digit's value
+        digit_votes: dict[str, np.ndarray] = {}
+        hud_r, hud_c = (a.ravel() for a in np.indices((HUD_ROWS, FRAME_WIDTH)))
+        colours: dict[int, int] = {}
+        for frame_indices, palette, states, masks in tqdm(sessions, desc="level priors", unit="session",
+                                                          total=total, disable=not progress):
+            palette = np.asarray(palette, np.int64)
+            keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+            global_ids = np.array([colours.setdefault(int(k), len(colours)) for k in keys], dtype=np.int64)
+            ids = global_ids[frame_indices]
+            for frame_ids, state, mask in zip(ids, states, masks):
+                if round(float(state[_GAME_MODE]) * 3) != 1:
+                    continue
+                level, camera = area_key(state), max(0, camera_x(state))
+                phase = rotation_phase(state, mask) or 0
+                counts = votes.get(level)
+                needed = (FRAME_HEIGHT, camera + FRAME_WIDTH, len(colours) * ROTATION_PHASES)
+                if counts is None or any(n > have for n, have in zip(needed, counts.shape)):
+                    have = counts.shape if counts is not None else (0, 0, 0)
+                    grown = np.zeros((FRAME_HEIGHT, max(needed[1], have[1] + 1024),
+                                      max(needed[2], have[2], 16 * ROTATION_PHASES)), dtype=np.uint16)
+                    if counts is not None:
+                        # keep the status bar's votes in the last 256 columns
+                        grown[:, :have[1] - FRAME_WIDTH, :have[2]] = counts[:, :-FRAME_WIDTH]
+                        grown[:HUD_ROWS, -FRAME_WIDTH:, :have[2]] = counts[:HUD_ROWS, -FRAME_WIDTH:]
+                    counts = votes[level] = grown
+                keep = ~box_mask(sprite_boxes(state, mask), margin=SPRITE_MARGIN)
+                r, c = np.nonzero(keep)
+                # each (row, column) occurs once per frame, so plain fancy-index += counts correctly
+                world = np.where(r < HUD_ROWS, c, c + camera)
+                hud = r < HUD_ROWS
+                digits = digit_votes.get(level)
+                if digits is None or digits.shape[-1] < len(colours):
+                    grown = np.zeros((HUD_ROWS, FRAME_WIDTH, HUD_DIGIT_SLOTS, 10, max(32, len(colours))), np.uint16)
+                    if digits is not None:
+                        grown[..., :digits.shape[-1]] = digits
+                    digits = digit_votes[level] = grown
+                hud_ids = frame_ids[:HUD_ROWS].ravel()
+                for digit_slot, value in enumerate(hud_digits(state) % 10):
+                    digits[hud_r, hud_c, digit_slot, value, hud_ids] += 1
+                slot = frame_ids[r, c] * ROTATION_PHASES + phase
+                counts[r[~hud], world[~hud], slot[~hud]] += 1
+                counts[r[hud], c[hud] + counts.shape[1] - FRAME_WIDTH, slot[hud]] += 1
+        palette_all = np.zeros((max(len(colours), 1), 3), dtype=np.uint8)
+        for key, i in colours.items():
+            palette_all[i] = [(key >> 16) & 255, (key >> 8) & 255, key & 255]
+        levels = {}
+        for key, counts in votes.items():
+            # the status bar's votes live in the last 256 columns of its first rows (world x never gets there)
+            width = counts.shape[1]
+            used_width = int(np.flatnonzero(counts[HUD_ROWS:, :width - FRAME_WIDTH].sum(axis=(0, 2)))[-1]) + 1
+            by_phase = counts.reshape(FRAME_HEIGHT, width, -1, ROTATION_PHASES)
+            body, hud = by_phase[HUD_ROWS:, :used_width], by_phase[:HUD_ROWS, width - FRAME_WIDTH:]
+            levels[key] = _mode_prior(body, hud, digit_votes[key], palette_all)
+        return cls(levels)
+
+    @classmethod
+    def from_session_files(cls, paths, split: str | None = "train", max_steps_per_session: int | None = None,
+                           progress: bool = True) -> "StagePriors":
+        """Build from the frames of session files (only sessions in ``split``; see models.dataset.split_of)."""
+        from models.dataset import split_of
+
+        entries = []
+        for path in paths:
+            session_file = SessionFile(path)
+            entries += [(session_file, e) for e in session_file.entries()
+                        if split is None or split_of(e.checkpoint_key, e.session_id) == split]
+
+        def sessions():
+            for session_file, entry in entries:
+                with session_file.open() as handle:
+                    group = handle[f"{entry.checkpoint_key}/{entry.session_id}"]
+                    rows = slice(0, max_steps_per_session)
+                    if "frames" not in group:
+                        continue
+                    yield (group["frames"][rows], group["palette"][:], group["state"][rows],
+                           group["state_mask"][rows])
+
+        return cls.build(sessions(), progress=progress, total=len(entries))
+
+
+def _mode_of(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    total = votes.sum(axis=-1, dtype=np.int64)
+    mode = votes.argmax(axis=-1)
+    agreement = np.where(total > 0, votes.max(axis=-1) / np.maximum(total, 1), 0.0)
+    # a pixel seen once is weak evidence; full confidence needs agreement over several frames
+    confidence = np.round(agreement * np.minimum(total, 4) / 4.0 * 255).astype(np.uint8)
+    return mode, confidence
+
+
+def _rotating(votes: np.ndarray, mode: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels whose most common colour depends on the rotation step: ``(rows, cols, (P, phases) colour ids)``.
+
+    ``votes`` is ``(H, W, colours, phases)``; a step never seen at a pixel takes the overall mode."""
+    per_phase = votes.argmax(axis=2)  # (H, W, phases)
+    seen = votes.sum(axis=2) >= 2
+    per_phase = np.where(seen, per_phase, mode[..., None])
+    rows, cols = np.nonzero((per_phase != per_phase[..., :1]).any(axis=-1))
+    return rows, cols, per_phase[rows, cols]
+
+
+def _digit_pixels(votes: np.ndarray, min_votes: int = 20, min_gain: float = 0.05):
+    """Status-bar pixels better predicted by one digit's value than by nothing: ``(rows, cols, slot, (Q, 10) ids)``.
+
+    ``votes`` is ``(HUD_ROWS, W, slots, 10, colours)``. A value never seen with the slot gets id -1."""
+    per_value = votes.sum(axis=-1)  # (R, W, slots, 10)
+    total = per_value.sum(axis=-1)[..., 0]  # (R, W): every frame voted once per slot
+    base = votes.sum(axis=3).max(axis=-1)[..., 0] / np.maximum(total, 1)  # accuracy of one colour
+    explained = votes.max(axis=-1).sum(axis=-1) / np.maximum(total, 1)[..., None]  # (R, W, slots)
+    gain = explained - base[..., None]
+    slot = gain.argmax(axis=-1)
+    rows, cols = np.nonzero((gain.max(axis=-1) > min_gain) & (total >= min_votes))
+    chosen = slot[rows, cols]
+    ids = votes[rows, cols, chosen].argmax(axis=-1)  # (Q, 10)
+    ids = np.where(per_value[rows, cols, chosen] >= 2, ids, -1)
+    return rows, cols, chosen, ids
+
+
+def _mode_prior(body_votes: np.ndarray, hud_votes: np.ndarray, digit_votes: np.ndarray,
+                palette_all: np.ndarray) -> LevelPrior:
+    """``*_votes`` are ``(rows, cols, colours, ROTATION_PHASES)``; ``digit_votes`` see :func:`_digit_pixels`."""
+    mode, confidence = _mode_of(body_votes.sum(axis=-1))
+    hud_mode, hud_confidence = _mode_of(hud_votes.sum(axis=-1))
+    body_rows, body_cols, body_ids = _rotating(body_votes, mode)
+    hud_rows, hud_cols, hud_ids = _rotating(hud_votes, hud_mode)
+    rotation_ids = np.concatenate([hud_ids, body_ids]).astype(np.int64)
+    digit_rows, digit_cols, digit_slot, digit_ids = _digit_pixels(digit_votes)
+    used = np.union1d(np.union1d(np.unique(mode), np.unique(hud_mode)), np.unique(rotation_ids))
+    used = np.union1d(used, np.unique(digit_ids[digit_ids >= 0])).astype(np.int64)
+    remap = np.zeros(len(palette_all), dtype=np.uint8)
+    remap[used] = np.arange(len(used), dtype=np.uint8)
+    digit_index = np.where(digit_ids >= 0, remap[np.maximum(digit_ids, 0)], DIGIT_UNSEEN).astype(np.uint8)
+    return LevelPrior(remap[mode], palette_all[used].copy(), confidence, remap[hud_mode], hud_confidence,
+                      np.concatenate([hud_rows, body_rows + HUD_ROWS]).astype(np.int16),
+                      np.concatenate([hud_cols, body_cols]).astype(np.int16),
+                      remap[rotation_ids].reshape(-1, ROTATION_PHASES),
+                      digit_rows.astype(np.int16), digit_cols.astype(np.int16), digit_slot.astype(np.uint8),
+                      digit_index.reshape(-1, 10))
+
+
+from sgaps_env.state import STATE_INDEX  # noqa: E402  (after the helpers that do not need it)
+
+_GAME_MODE = STATE_INDEX["game_mode"]
+
+
+# --- the per-session memory -----------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryConfig:
+    """How a :class:`MemoryBank` learns from samples and reconstructions."""
+
+    ema: float = 0.75
+    """weight of a new sample where the static memory was already confident (1 = overwrite)"""
+    reconstruction_confidence: float = 0.3
+    """confidence given to pixels filled from a reconstruction (never above a sampled pixel's 1)"""
+    dynamic_frames: int = 4
+    """frames of recent samples kept in the short-term dynamic memory"""
+    prior_confidence: float = 0.9
+    """scale of the stage prior's confidence when it seeds the static memory"""
+    use_prior: bool = True
+    """start known levels from the stage prior (False: every session starts from nothing)"""
+
+
+class MemoryBank:
+    """Per-session temporal memory of one colour mode (``channels`` 1 or 3); see the module docstring.
+
+    Per step: :meth:`view` before reconstructing, :meth:`update` after.
+    """
+
+    def __init__(self, channels: int, priors: StagePriors | None = None, config: MemoryConfig | None = None,
+                 height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH):
+        if channels not in (1, 3):
+            raise ValueError(f"MemoryBank channels must be 1 (luma) or 3 (RGB), got {channels}")
+        self.channels, self.height, self.width = channels, height, width
+        self.priors = priors or StagePriors()
+        self.config = config or MemoryConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the session (keeps the priors)."""
+        # level key -> (value (H - HUD, W_level, C), confidence, status-bar value (HUD, W, C), its confidence)
+        self._levels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        # level key -> (rows, cols, colours (P, ROTATION_PHASES, C)) of the prior's palette-rotating pixels
+        self._rotations: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # level key -> (rows, cols, slot, colours (Q, 10, C), seen (Q, 10)) of the prior's digit pixels
+        self._digits: dict[str, tuple[np.ndarray, ...]] = {}
+        self._recent: deque[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = deque(maxlen=self.config.dynamic_frames)
+
+    def _level(self, key: str, needed_width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        body = self.height - HUD_ROWS
+        level = self._levels.get(key)
+        if level is None:
+            width = max(needed_width, 4096)
+            value = np.zeros((body, width, self.channels), np.float32)
+            confidence = np.zeros((body, width), np.float32)
+            hud_value = np.zeros((HUD_ROWS, self.width, self.channels), np.float32)
+            hud_confidence = np.zeros((HUD_ROWS, self.width), np.float32)
+            prior = self.priors.levels.get(key) if self.config.use_prior else None
+            if prior is not None:
+                span = min(prior.width, width)
+                scale = self.config.prior_confidence / 255.0
+                value[:, :span] = _channels(prior.rgb()[:, :span], self.channels)
+                confidence[:, :span] = prior.confidence[:, :span] * scale
+                if prior.hud_index.shape == (HUD_ROWS, self.width):
+                    hud_value[:] = _channels(prior.hud_rgb(), self.channels)
+                    hud_confidence[:] = prior.hud_confidence * scale
+                if len(prior.digit_rows):
+                    seen = prior.digit_index != DIGIT_UNSEEN
+                    colours = _channels(prior.palette[np.where(seen, prior.digit_index, 0)], self.channels)
+                    self._digits[key] = (prior.digit_rows.astype(np.int64), prior.digit_cols.astype(np.int64),
+                                         prior.digit_slot.astype(np.int64), colours, seen)
+                if len(prior.rotation_rows):
+                    self._rotations[key] = (prior.rotation_rows.astype(np.int64), prior.rotation_cols.astype(np.int64),
+                                            _channels(prior.palette[prior.rotation_index], self.channels))
+            level = self._levels[key] = (value, confidence, hud_value, hud_confidence)
+        elif level[0].shape[1] < needed_width:
+            value, confidence, hud_value, hud_confidence = level
+            grow = max(needed_width, 2 * value.shape[1]) - value.shape[1]
+            value = np.concatenate([value, np.zeros((body, grow, self.channels), np.float32)], axis=1)
+            confidence = np.concatenate([confidence, np.zeros((body, grow), np.float32)], axis=1)
+            level = self._levels[key] = (value, confidence, hud_value, hud_confidence)
+        return level
+
+    def view(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The static memory seen from this frame's camera: ``(canvas (H, W, C), confidence (H, W))`` copies."""
+        camera = max(0, camera_x(state))
+        value, confidence, hud_value, hud_confidence = self._level(area_key(state), camera + self.width)
+        canvas = np.empty((self.height, self.width, self.channels), np.float32)
+        trust = np.empty((self.height, self.width), np.float32)
+        canvas[:HUD_ROWS], trust[:HUD_ROWS] = hud_value, hud_confidence
+        canvas[HUD_ROWS:] = value[:, camera:camera + self.width]
+        trust[HUD_ROWS:] = confidence[:, camera:camera + self.width]
+        self._rotate(canvas, area_key(state), camera, rotation_phase(state))
+        self._draw_digits(canvas, area_key(state), state)
+        return canvas, trust
+
+    def _draw_digits(self, canvas: np.ndarray, key: str, state: np.ndarray) -> None:
+        """Draw the status bar's timer, score and coin digits the state says it shows, in the glyphs the
+        training frames showed for them (values never seen are left as the memory has them)."""
+        digits = self._digits.get(key)
+        if digits is None or state[STATE_INDEX["timer"]] < 0:
+            return
+        rows, cols, slots, colours, seen = digits
+        values = (hud_digits(state) % 10)[slots]
+        known = seen[np.arange(len(rows)), values]
+        canvas[rows[known], cols[known]] = colours[np.flatnonzero(known), values[known]]
+
+    def _rotate(self, canvas: np.ndarray, key: str, camera: int, phase: int | None) -> None:
+        """Give the palette-rotating pixels (?-blocks, coins) this frame's rotation colour, where the canvas still
+        holds one of their rotation colours (a hit block stops rotating, and its samples say so)."""
+        rotation = self._rotations.get(key)
+        if rotation is None or phase is None:
+            return
+        rows, cols, colours = rotation
+        screen = np.where(rows < HUD_ROWS, cols, cols - camera)
+        inside = (screen >= 0) & (screen < self.width)
+        rows, screen, colours = rows[inside], screen[inside], colours[inside]
+        current = canvas[rows, screen]  # (P, C)
+        rotating = (np.abs(colours - current[:, None]).max(axis=-1) < 1e-3).any(axis=-1)
+        canvas[rows[rotating], screen[rotating]] = colours[rotating, phase]
+
+    def dynamic(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Recent samples moved to this frame's screen: ``(values (H, W, C), freshness (H, W))``, freshness 1
+        for the previous frame's samples down to ``1/dynamic_frames`` for the oldest, 0 where none fell."""
+        values = np.zeros((self.height, self.width, self.channels), np.float32)
+        freshness = np.zeros((self.height, self.width), np.float32)
+        camera, level = max(0, camera_x(state)), area_key(state)
+        frames = self.config.dynamic_frames
+        for age, (rows, cols, sample_values, then) in enumerate(reversed(self._recent)):
+            if then[1] != level:
+                continue
+            shifted = np.where(rows >= HUD_ROWS, cols + then[0] - camera, cols)
+            inside = (shifted >= 0) & (shifted < self.width)
+            weight = 1.0 - age / frames
+            r, c = rows[inside], shifted[inside]
+            newer = freshness[r, c] < weight
+            values[r[newer], c[newer]] = sample_values[inside][newer]
+            freshness[r[newer], c[newer]] = weight
+        return values, freshness
+
+    def update(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, state: np.ndarray,
+               state_mask: np.ndarray, reconstruction: np.ndarray | None = None) -> None:
+        """Learn from this frame's samples (``rows, cols (N,)`` int, ``values (N, C)``) and, optionally,
+        its reconstruction ``(H, W, C)``."""
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        values = np.asarray(values, np.float32).reshape(len(rows), self.channels)
+        camera, key = max(0, camera_x(state)), area_key(state)
+        sprites = box_mask(sprite_boxes(state, state_mask), self.height, self.width, margin=SPRITE_MARGIN)
+        level_value, level_confidence, hud_value, hud_confidence = self._level(key, camera + self.width)
+        static = ~sprites[rows, cols]
+        hud = static & (rows < HUD_ROWS)
+        # the status bar's digits change: the newest sample is the truth there
+        hud_value[rows[hud], cols[hud]] = values[hud]
+        hud_confidence[rows[hud], cols[hud]] = 1.0
+        body = static & (rows >= HUD_ROWS)
+        r, c = rows[body] - HUD_ROWS, cols[body] + camera
+        rate = np.maximum(self.config.ema, 1.0 - level_confidence[r, c])[:, None]
+        level_value[r, c] += rate * (values[body] - level_value[r, c])
+        level_confidence[r, c] = 1.0
+        if reconstruction is not None:
+            floor = self.config.reconstruction_confidence
+            window_value = level_value[:, camera:camera + self.width]
+            window_confidence = level_confidence[:, camera:camera + self.width]
+            fill = (window_confidence < floor) & ~sprites[HUD_ROWS:]
+            window_value[fill] = reconstruction[HUD_ROWS:][fill]
+            window_confidence[fill] = floor
+            hud_fill = (hud_confidence < floor) & ~sprites[:HUD_ROWS]
+            hud_value[hud_fill] = reconstruction[:HUD_ROWS][hud_fill]
+            hud_confidence[hud_fill] = floor
+        self._recent.append((rows.copy(), cols.copy(), values.copy(), (camera, key)))

@@ -1,0 +1,142 @@
+"""Where the things that move are: the status bar and the sprite boxes the state vector gives.
+
+Super Mario Bros draws a frame as a level background that is a function of the camera position,
+a status bar (HUD) fixed on screen, and a few sprites whose positions are all in RAM. This module
+is the one owner of that geometry; the temporal memory, the reconstructor's sprite layer, the
+foreground metric and the RAM-guided sampler import it.
+
+Offsets were measured on recorded 1-1 play against a level map memorised by camera x (pixels that
+differ from the map, relative to the RAM position): small Mario covers x in [px, px+16) and y in
+[py+17, py+33), big Mario y in [py+1, py+33); a Goomba x in [ex, ex+17), y in [ey+9, ey+25); a
+Koopa y from ey+2. The boxes below add a pixel or two of margin.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH
+from sgaps_env.state import ENEMY_SLOTS, STATE_INDEX
+
+#: Rows ``0 .. HUD_ROWS-1`` are the status bar: fixed on screen, never scrolled with the level.
+HUD_ROWS = 32
+
+#: Camera x, level positions and sizes in the state vector are scaled by these (see docs/state_vector.md).
+_LEVEL_SCALE = 4096.0
+_SCREEN_SCALE = 256.0
+
+#: Poses of the learned sprite layer. The player: fire palette x facing left x graphics frame (RAM 0x06D5 / 8,
+#: which also tells small from big); then the enemies: area type (it sets their palette) x object type.
+PLAYER_FRAMES = 32
+PLAYER_POSES = 2 * 2 * PLAYER_FRAMES
+AREA_TYPES = 4
+ENEMY_TYPES = 64
+POSE_COUNT = PLAYER_POSES + AREA_TYPES * ENEMY_TYPES
+
+#: The window (relative to an object's RAM position) that a sprite template covers: x from -4, y from -4.
+TEMPLATE_OFFSET = (-4, -4)
+TEMPLATE_SIZE = (40, 24)  # (height, width)
+
+
+@dataclass(frozen=True)
+class SpriteBox:
+    """One on-screen object: ``kind`` is ``"player"`` or ``"enemy"``; the box is ``[x0, x1) x [y0, y1)``
+    in screen pixels (not clipped to the frame); ``(x, y)`` is the RAM position; ``pose`` indexes the
+    learned sprite templates."""
+
+    kind: str
+    slot: int
+    x: int
+    y: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    pose: int
+
+
+def _field(state: np.ndarray, name: str) -> float:
+    return float(state[STATE_INDEX[name]])
+
+
+#: Steps of SMB's palette rotation (?-blocks and coins blink through them).
+ROTATION_PHASES = 6
+
+
+def rotation_phase(state: np.ndarray, state_mask: np.ndarray | None = None) -> int | None:
+    """The palette rotation step 0-5 this frame is drawn with, or None when the state lacks it."""
+    index = STATE_INDEX["color_rotation"]
+    if (state_mask is not None and state_mask[index] <= 0) or state[index] < 0:
+        return None
+    return min(ROTATION_PHASES - 1, int(round(float(state[index]) * 8)))
+
+
+def camera_x(state: np.ndarray) -> int:
+    """The camera's left edge in level pixels (world x of screen column 0)."""
+    return int(round(_field(state, "camera_x") * _LEVEL_SCALE))
+
+
+def area_key(state: np.ndarray) -> str:
+    """``"W-S-A"`` (1-based world and stage, 0-based area): the level a frame's background belongs to."""
+    world = int(round(_field(state, "world") * 7)) + 1
+    stage = int(round(_field(state, "stage") * 3)) + 1
+    area = int(round(_field(state, "area") * 4))
+    return f"{world}-{stage}-{area}"
+
+
+def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
+    """The player (when on screen) and every active enemy slot, as :class:`SpriteBox` es."""
+    boxes = []
+    if _field(state_mask, "player_screen_x") > 0 and round(_field(state, "player_y_viewport") * 4) == 1:
+        x = int(round(_field(state, "player_screen_x") * _SCREEN_SCALE))
+        y = int(round(_field(state, "player_screen_y") * _SCREEN_SCALE))
+        big = round(_field(state, "powerup") * 2) > 0
+        fire = round(_field(state, "powerup") * 2) == 2
+        facing_left = round(_field(state, "player_facing") * 2) == 2
+        frame = min(PLAYER_FRAMES - 1, max(0, int(round(_field(state, "player_sprite") * 256)) // 8))
+        pose = (int(fire) * 2 + int(facing_left)) * PLAYER_FRAMES + frame
+        boxes.append(SpriteBox("player", 0, x, y, x - 1, y + (0 if big else 16), x + 17, y + 34, pose))
+    area_type = min(AREA_TYPES - 1, max(0, int(round(_field(state, "area_type") * 3))))
+    for slot in range(ENEMY_SLOTS):
+        if state_mask[STATE_INDEX[f"enemy{slot}_screen_x"]] <= 0:
+            continue
+        x = int(round(_field(state, f"enemy{slot}_screen_x") * _SCREEN_SCALE))
+        y = int(round(_field(state, f"enemy{slot}_screen_y") * _SCREEN_SCALE))
+        if x <= -24 or x >= FRAME_WIDTH + 8:
+            continue
+        kind = min(ENEMY_TYPES - 1, max(0, int(round(_field(state, f"enemy{slot}_type") * 64))))
+        boxes.append(SpriteBox("enemy", slot, x, y, x - 1, y, x + 18, y + 26,
+                               PLAYER_POSES + area_type * ENEMY_TYPES + kind))
+    return boxes
+
+
+def box_mask(boxes: list[SpriteBox], height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH,
+             margin: int = 0) -> np.ndarray:
+    """``(H, W)`` bool: True inside any of ``boxes`` (grown by ``margin`` pixels), clipped to the frame."""
+    mask = np.zeros((height, width), dtype=bool)
+    for box in boxes:
+        y0, y1 = max(0, box.y0 - margin), min(height, box.y1 + margin)
+        x0, x1 = max(0, box.x0 - margin), min(width, box.x1 + margin)
+        if y0 < y1 and x0 < x1:
+            mask[y0:y1, x0:x1] = True
+    return mask
+
+
+#: The status bar's digits the state vector gives: timer (3), score (6, millions to tens), coins (2).
+HUD_DIGIT_SLOTS = 11
+
+
+def hud_digits(state: np.ndarray) -> np.ndarray:
+    """``(HUD_DIGIT_SLOTS,)`` int64 ``slot * 10 + digit`` of the timer, score and coin digits drawn in the status bar."""
+    timer = int(round(min(999.0, max(0.0, _field(state, "timer") * 400))))
+    score = int(round(min(9_999_990.0, max(0.0, _field(state, "score") * 1_000_000)))) // 10
+    coins = int(round(min(99.0, max(0.0, _field(state, "coins") * 100))))
+    digits = [timer // 100, timer // 10 % 10, timer % 10,
+              *[score // 10 ** k % 10 for k in range(5, -1, -1)], coins // 10, coins % 10]
+    return np.array([slot * 10 + digit for slot, digit in enumerate(digits)], dtype=np.int64)
+
+
+def template_windows(boxes: list[SpriteBox]) -> list[tuple[int, int, int]]:
+    """``(pose, top, left)`` of each object's template window in screen pixels."""
+    return [(box.pose, box.y + TEMPLATE_OFFSET[1], box.x + TEMPLATE_OFFSET[0]) for box in boxes]
