@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `experiments`, `agents` and `models` live at the repo root
     sys.path.insert(0, str(ROOT))
 
-from experiments import benchmark_env, demo  # noqa: E402
+from experiments import (ablate_memory, benchmark_env, benchmark_reconstructor, demo,  # noqa: E402
+                         evaluate_reconstructors, train_reconstructor)
 from experiments.cli import arg, build_parser, parse_args  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -121,7 +122,10 @@ def test_cli_field_without_default_is_required(capsys):
 # --- the scripts' --help --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [demo, benchmark_env], ids=["demo", "benchmark_env"])
+SCRIPTS = [demo, benchmark_env, train_reconstructor, evaluate_reconstructors, benchmark_reconstructor, ablate_memory]
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=[module.__name__.rsplit(".", 1)[1] for module in SCRIPTS])
 def test_script_help_exits_0_and_mentions_every_option(module):
     result = subprocess.run([sys.executable, str(Path(module.__file__)), "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
