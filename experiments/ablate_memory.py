@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from experiments.cli import arg, parse_args
+from models.dataset import session_seed
 from models.evaluation import session_frames
 from models.memory import MemoryBank, MemoryConfig, StagePriors
 from sgaps_env.coords import extract_pixels, make_pattern, uv_to_pixel
@@ -54,8 +55,8 @@ def main(argv=None) -> dict:
     priors = StagePriors.from_session_files(args.train, split="train", max_steps_per_session=args.prior_steps)
     banks = variants(priors)
     errors = {name: {"status bar": [], "level outside sprites": [], "sprite boxes": [], "frame": []} for name in banks}
-    for _, session_id, frames, states, masks in session_frames(args.heldout, max_steps=args.max_steps):
-        rng = np.random.default_rng([args.seed, abs(hash(session_id)) % 2 ** 31])
+    for key, session_id, frames, states, masks in session_frames(args.heldout, max_steps=args.max_steps):
+        rng = np.random.default_rng(session_seed(key, session_id, args.seed))
         for bank in banks.values():
             bank.reset()
         for frame, state, mask in zip(frames, states, masks):

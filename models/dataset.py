@@ -58,6 +58,12 @@ def split_unit(checkpoint_key: str, session_id: str, split_seed: int = 0) -> flo
     return int.from_bytes(digest[:8], "little") / 2.0 ** 64
 
 
+def session_seed(checkpoint_key: str, session_id: str, *extra: int) -> int:
+    """A seed fixed by a session's name (and ``extra`` integers) alone: stable across processes, unlike ``hash()``."""
+    digest = hashlib.sha256("\x00".join([checkpoint_key, session_id, *map(str, extra)]).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
 def check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, float]:
     fractions = tuple(float(value) for value in split_fractions)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:

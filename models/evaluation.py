@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.dataset import split_of
+from models.dataset import session_seed, split_of
 from models.metrics import foreground_psnr, psnr, ssim
 from sgaps_env.coords import extract_pixels, make_pattern, to_gray
 from sgaps_env.session_file import SessionFile, frames_rgb
@@ -54,7 +54,7 @@ def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: s
     sessions = session_frames(paths, split, max_steps, max_sessions)
     for key, session_id, frames, states, masks in tqdm(sessions, desc=f"sessions @{budget}px", unit="session",
                                                        disable=not progress, total=max_sessions):
-        rng = np.random.default_rng([seed, budget, abs(hash(session_id)) % (2 ** 31)])
+        rng = np.random.default_rng(session_seed(key, session_id, seed, budget))
         for reconstructor in reconstructors.values():
             reconstructor.reset()
         for step, (frame, state, mask) in enumerate(zip(frames, states, masks)):
