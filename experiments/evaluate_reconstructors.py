@@ -15,14 +15,12 @@ and psnr_vs_budget.png. `make demo` draws reconstructions side by side.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 
 from experiments.cli import arg, parse_args
 from models.baselines import BASELINES, make_baseline
@@ -40,7 +38,7 @@ class Args:
     pattern: str = arg("random", "sampling pattern", choices=["random", "stratified", "uniform_grid", "checkerboard"])
     color: str = arg("rgb", "colour of the samples", choices=["rgb", "gray"])
     max_steps: int | None = arg(150, "steps per session (from its start); omit for whole sessions")
-    max_sessions: int | None = arg(None, "sessions per file")
+    max_sessions: int | None = arg(None, "at most this many sessions, in file order; omit for all")
     score_every: int = arg(3, "score (and run stateless baselines on) every n-th frame")
     seed: int = arg(0, "seed of the sampling patterns")
     output: Path = arg(Path("outputs/eval_reconstructors"), "where the tables and plots go")

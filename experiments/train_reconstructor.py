@@ -32,7 +32,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim as ssim_loss

@@ -32,7 +32,6 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import h5py
@@ -41,7 +40,8 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, extract_pixels, make_pattern, to_gray, validate_coords
-from sgaps_env.session_file import SESSION_GROUP, SessionFile, attrs_of, session_file_paths, session_pixels
+from sgaps_env.session_file import (SESSION_GROUP, SessionEntry, SessionFile, attrs_of, session_file_paths,
+                                   session_pixels)
 
 SPLITS = ("train", "val", "test")
 
@@ -56,6 +56,16 @@ def split_unit(checkpoint_key: str, session_id: str, split_seed: int = 0) -> flo
     """A number in [0, 1) fixed by ``(checkpoint_key, session_id, split_seed)`` alone (SHA-256 based)."""
     digest = hashlib.sha256(f"{checkpoint_key}\x00{session_id}\x00{int(split_seed)}".encode()).digest()
     return int.from_bytes(digest[:8], "little") / 2.0 ** 64
+
+
+def session_entries(paths, split: str | None = None) -> list[tuple[SessionFile, SessionEntry]]:
+    """``(file, entry)`` of every session in the session files at ``paths`` that lies in ``split`` (None: all)."""
+    chosen = []
+    for path in session_file_paths(paths):
+        session_file = SessionFile(path)
+        chosen += [(session_file, entry) for entry in session_file.entries()
+                   if split is None or split_of(entry.checkpoint_key, entry.session_id) == split]
+    return chosen
 
 
 def session_seed(checkpoint_key: str, session_id: str, *extra: int) -> int:

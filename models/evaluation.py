@@ -14,32 +14,25 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.dataset import session_seed, split_of
+from models.dataset import session_entries, session_seed
 from models.metrics import foreground_psnr, psnr, ssim
 from sgaps_env.coords import extract_pixels, make_pattern, to_gray
-from sgaps_env.session_file import SessionFile, frames_rgb
+from sgaps_env.session_file import frames_rgb
 
 
 def session_frames(paths, split: str | None = None, max_steps: int | None = None,
                    max_sessions: int | None = None) -> Iterator[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
     """``(checkpoint_key, session_id, frames (T, H, W, 3) uint8, state (T, D), state_mask (T, D))`` per session."""
-    yielded = 0
-    for path in paths:
-        session_file = SessionFile(path)
+    entries = session_entries(paths, split)
+    for session_file, entry in entries[:max_sessions]:
         with session_file.open() as handle:
-            for entry in session_file.entries():
-                if split is not None and split_of(entry.checkpoint_key, entry.session_id) != split:
-                    continue
-                group = handle[f"{entry.checkpoint_key}/{entry.session_id}"]
-                if "frames" not in group:
-                    raise ValueError(f"session {entry.checkpoint_key}/{entry.session_id} in {path} has no true frames: "
-                                     f"record with `agents/collect.py --store-frames` to evaluate reconstructions")
-                rows = slice(0, max_steps)
-                yield (entry.checkpoint_key, entry.session_id, frames_rgb(group, rows), group["state"][rows],
-                       group["state_mask"][rows])
-                yielded += 1
-                if max_sessions is not None and yielded >= max_sessions:
-                    return
+            group = handle[f"{entry.checkpoint_key}/{entry.session_id}"]
+            if "frames" not in group:
+                raise ValueError(f"session {entry.checkpoint_key}/{entry.session_id} in {session_file.path} has no true "
+                                 f"frames: record with `agents/collect.py --store-frames` to evaluate reconstructions")
+            rows = slice(0, max_steps)
+            yield (entry.checkpoint_key, entry.session_id, frames_rgb(group, rows), group["state"][rows],
+                   group["state_mask"][rows])
 
 
 def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: str = "random", color: str = "rgb",

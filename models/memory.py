@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, to_gray
-from sgaps_env.session_file import SessionFile
+from sgaps_env.state import STATE_INDEX
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, ROTATION_PHASES, area_key, box_mask, camera_x, hud_digits,
                                rotation_phase, sprite_boxes)
 
@@ -186,13 +186,9 @@ class StagePriors:
     def from_session_files(cls, paths, split: str | None = "train", max_steps_per_session: int | None = None,
                            progress: bool = True) -> "StagePriors":
         """Build from the frames of session files (only sessions in ``split``; see models.dataset.split_of)."""
-        from models.dataset import split_of
+        from models.dataset import session_entries  # models.dataset is the split's owner
 
-        entries = []
-        for path in paths:
-            session_file = SessionFile(path)
-            entries += [(session_file, e) for e in session_file.entries()
-                        if split is None or split_of(e.checkpoint_key, e.session_id) == split]
+        entries = session_entries(paths, split)
 
         def sessions():
             for session_file, entry in entries:
@@ -265,8 +261,6 @@ def _mode_prior(body_votes: np.ndarray, hud_votes: np.ndarray, digit_votes: np.n
                       digit_rows.astype(np.int16), digit_cols.astype(np.int16), digit_slot.astype(np.uint8),
                       digit_index.reshape(-1, 10))
 
-
-from sgaps_env.state import STATE_INDEX  # noqa: E402  (after the helpers that do not need it)
 
 _GAME_MODE = STATE_INDEX["game_mode"]
 
@@ -352,15 +346,15 @@ class MemoryBank:
 
     def view(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The static memory seen from this frame's camera: ``(canvas (H, W, C), confidence (H, W))`` copies."""
-        camera = max(0, camera_x(state))
-        value, confidence, hud_value, hud_confidence = self._level(area_key(state), camera + self.width)
+        camera, key = max(0, camera_x(state)), area_key(state)
+        value, confidence, hud_value, hud_confidence = self._level(key, camera + self.width)
         canvas = np.empty((self.height, self.width, self.channels), np.float32)
         trust = np.empty((self.height, self.width), np.float32)
         canvas[:HUD_ROWS], trust[:HUD_ROWS] = hud_value, hud_confidence
         canvas[HUD_ROWS:] = value[:, camera:camera + self.width]
         trust[HUD_ROWS:] = confidence[:, camera:camera + self.width]
-        self._rotate(canvas, area_key(state), camera, rotation_phase(state))
-        self._draw_digits(canvas, area_key(state), state)
+        self._rotate(canvas, key, camera, rotation_phase(state))
+        self._draw_digits(canvas, key, state)
         return canvas, trust
 
     def _draw_digits(self, canvas: np.ndarray, key: str, state: np.ndarray) -> None:

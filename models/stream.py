@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from models.dataset import split_of
+from models.dataset import session_entries
 from models.memory import MemoryBank, MemoryConfig, StagePriors
 from models.spt import collate_inputs, frame_inputs
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, make_pattern, to_gray, uv_to_pixel
@@ -58,7 +58,8 @@ class _SessionWalker:
                  memory_config: MemoryConfig, config: StreamConfig):
         self.path, self.key, self.rng, self.config = path, key, rng, config
         self.memory = MemoryBank(config.channels, priors, memory_config)
-        with SessionFile(path).open() as handle:
+        self.session_file = SessionFile(path)  # reads the index once, not at every chunk
+        with self.session_file.open() as handle:
             group = handle[key]
             self.length = len(group["state"])
             self.palette = group["palette"][:]
@@ -69,7 +70,7 @@ class _SessionWalker:
 
     def _frame(self, step: int) -> np.ndarray:
         if self.frames is None or not self.frames_from <= step < self.frames_from + len(self.frames):
-            with SessionFile(self.path).open() as handle:
+            with self.session_file.open() as handle:
                 self.frames = handle[self.key]["frames"][step:step + self.config.chunk]
             self.frames_from = step
         rgb = self.palette[self.frames[step - self.frames_from]].astype(np.float32) / 255.0
@@ -100,11 +101,8 @@ class _SessionWalker:
 
 def list_sessions(paths, split: str | None) -> list[tuple[str, str]]:
     """``(file path, "checkpoint_key/session_id")`` of every session with frames in ``split``."""
-    sessions = []
-    for path in paths:
-        for entry in SessionFile(path).entries():
-            if split is None or split_of(entry.checkpoint_key, entry.session_id) == split:
-                sessions.append((str(path), f"{entry.checkpoint_key}/{entry.session_id}"))
+    sessions = [(str(session_file.path), f"{entry.checkpoint_key}/{entry.session_id}")
+                for session_file, entry in session_entries(paths, split)]
     if not sessions:
         raise ValueError(f"no sessions of split {split!r} in {list(map(str, paths))}: record some with "
                          f"`python agents/collect.py` (sessions are split about 80/10/10 by a hash of their id)")

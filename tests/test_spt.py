@@ -20,7 +20,7 @@ from models.metrics import psnr  # noqa: E402
 from models.spt import (DEFAULT_CHECKPOINT, SPTReconstructor, SparsePixelTransformer, collate_inputs,  # noqa: E402
                         frame_inputs, load_checkpoint, read_checkpoint, save_checkpoint, spt_config)
 from models.stream import ReconstructionStream, StreamConfig  # noqa: E402
-from sgaps_env.coords import extract_pixels, make_pattern, uv_to_pixel  # noqa: E402
+from sgaps_env.coords import make_pattern, uv_to_pixel  # noqa: E402
 from sgaps_env.sprites import HUD_ROWS, box_mask, camera_x, sprite_boxes  # noqa: E402
 
 
