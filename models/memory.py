@@ -282,6 +282,11 @@ class MemoryConfig:
     """scale of the stage prior's confidence when it seeds the static memory"""
     use_prior: bool = True
     """start known levels from the stage prior (False: every session starts from nothing)"""
+    confirm_above: float = 0.01
+    """a sample contradicting a pixel at least this confident is written only once a second sample
+    confirms it (> 1: never hold back, the behaviour before this option)"""
+    confirm_tolerance: float = 2.0 / 255.0
+    """largest difference (any channel) counted as agreement"""
 
 
 class MemoryBank:
@@ -308,6 +313,8 @@ class MemoryBank:
         # level key -> (rows, cols, slot, colours (Q, 10, C), seen (Q, 10)) of the prior's digit pixels
         self._digits: dict[str, tuple[np.ndarray, ...]] = {}
         self._recent: deque[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = deque(maxlen=self.config.dynamic_frames)
+        # (canvas, level key) -> {pixel index: a sample that contradicted a confident pixel, not yet confirmed}
+        self._pending: dict[tuple[str, str], dict[int, np.ndarray]] = {}
 
     def _level(self, key: str, needed_width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         body = self.height - HUD_ROWS
@@ -401,6 +408,35 @@ class MemoryBank:
             freshness[r[newer], c[newer]] = weight
         return values, freshness
 
+    def _confirmed(self, canvas: tuple[str, str], index: np.ndarray, known: np.ndarray, confidence: np.ndarray,
+                   values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which samples may be written: ``(write (n,), confirmed (n,))`` bool.
+
+        A sample that contradicts a confident memory pixel (``confidence >= confirm_above``, e.g. the
+        stage prior) is held back until a later sample of the same pixel says the same: one-off
+        sightings (score pop-ups, debris, the edge of a sprite outside its box) would otherwise be
+        burnt into the memory and shown until the pixel happens to be sampled again. ``confirmed``
+        marks held-back values now seen twice, which overwrite the memory.
+        """
+        tolerance = self.config.confirm_tolerance
+        differs = np.abs(known - values).max(axis=1) > tolerance
+        guarded = differs & (confidence >= self.config.confirm_above)
+        write, confirmed = ~guarded, np.zeros(len(values), bool)
+        pending = self._pending.setdefault(canvas, {})
+        for i in np.flatnonzero(~differs):  # agrees with the memory: any pending contradiction was a one-off
+            pending.pop(int(index[i]), None)
+        for i in np.flatnonzero(guarded):
+            slot = int(index[i])
+            before = pending.pop(slot, None)
+            if before is not None and np.abs(before - values[i]).max() <= tolerance:
+                write[i] = confirmed[i] = True
+            else:
+                pending[slot] = values[i].copy()
+        if len(pending) > 1_000_000:  # a very long session: forget the oldest half
+            for slot in list(pending)[:len(pending) // 2]:
+                del pending[slot]
+        return write, confirmed
+
     def update(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, state: np.ndarray,
                state_mask: np.ndarray, reconstruction: np.ndarray | None = None) -> None:
         """Learn from this frame's samples (``rows, cols (N,)`` int, ``values (N, C)``) and, optionally,
@@ -412,13 +448,20 @@ class MemoryBank:
         level_value, level_confidence, hud_value, hud_confidence = self._level(key, camera + self.width)
         static = ~sprites[rows, cols]
         hud = static & (rows < HUD_ROWS)
-        # the status bar's digits change: the newest sample is the truth there
-        hud_value[rows[hud], cols[hud]] = values[hud]
-        hud_confidence[rows[hud], cols[hud]] = 1.0
+        r, c = rows[hud], cols[hud]
+        write, confirmed = self._confirmed(("hud", key), r * self.width + c, hud_value[r, c], hud_confidence[r, c],
+                                           values[hud])
+        hud_value[r[write], c[write]] = values[hud][write]
+        hud_confidence[r[write], c[write]] = 1.0
         body = static & (rows >= HUD_ROWS)
         r, c = rows[body] - HUD_ROWS, cols[body] + camera
+        # world x * body height + row: stable when the level canvas grows
+        write, confirmed = self._confirmed(("level", key), c * (self.height - HUD_ROWS) + r, level_value[r, c],
+                                           level_confidence[r, c], values[body])
+        r, c, body_values = r[write], c[write], values[body][write]
         rate = np.maximum(self.config.ema, 1.0 - level_confidence[r, c])[:, None]
-        level_value[r, c] += rate * (values[body] - level_value[r, c])
+        rate[confirmed[write]] = 1.0
+        level_value[r, c] += rate * (body_values - level_value[r, c])
         level_confidence[r, c] = 1.0
         if reconstruction is not None:
             floor = self.config.reconstruction_confidence

@@ -502,14 +502,35 @@ class SPTReconstructor:
     @torch.inference_mode()
     def reconstruct(self, pixels: np.ndarray, state: np.ndarray, state_mask: np.ndarray) -> np.ndarray:
         """``pixels (N, 2 + C)``, ``state``, ``state_mask`` -> the frame ``(H, W, C)`` float32 in [0, 1]."""
+        return self.reconstruct_detailed(pixels, state, state_mask)["frame"]
+
+    @torch.inference_mode()
+    def reconstruct_detailed(self, pixels: np.ndarray, state: np.ndarray, state_mask: np.ndarray,
+                             need_weights: bool = False, mc_samples: int = 0) -> dict[str, np.ndarray]:
+        """:meth:`reconstruct` that also returns what importance maps are made of.
+
+        Returns ``{"frame": (H, W, C)}`` plus, with ``need_weights``, ``"attention": (Q, 1 + N)`` (each
+        tile query's last-layer attention over the state token and this frame's N samples, in
+        ``"token_xy"`` order: ``(N, 2)`` int column, row) and, with ``mc_samples >= 2``, ``"uncertainty":
+        (H, W)``, the Monte-Carlo-dropout standard deviation averaged over channels. The frame is the
+        deterministic pass's either way, and the memory is updated once, as by :meth:`reconstruct`.
+        """
         inputs = self.inputs(pixels, state, state_mask)
-        frame = self.model(collate_inputs([inputs], self.device))["frame"][0].clamp(0, 1)
-        frame = frame.permute(1, 2, 0).cpu().numpy()
+        batch = collate_inputs([inputs], self.device)
+        outputs = self.model(batch, need_weights=need_weights)
+        frame = outputs["frame"][0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         cols, rows = inputs["token_xy"][:, 0], inputs["token_xy"][:, 1]
         frame[rows, cols] = inputs["token_values"]  # sampled pixels are known exactly
         self.memory.update(rows, cols, inputs["token_values"], state, state_mask,
                            reconstruction=frame if self.reconstruction_feedback else None)
-        return frame
+        result = {"frame": frame}
+        if need_weights:
+            result["attention"] = outputs["attention"][0].float().cpu().numpy()
+            result["token_xy"] = inputs["token_xy"]
+        if mc_samples:
+            _, spread = self.model.mc_dropout(batch, mc_samples)
+            result["uncertainty"] = spread[0].mean(0).cpu().numpy()
+        return result
 
     def __repr__(self) -> str:
         return f"SPTReconstructor({str(self.checkpoint) if self.checkpoint else 'in-memory model'!r})"

@@ -316,3 +316,23 @@ def test_evaluation_gives_every_reconstructor_the_same_frames(tiny_sessions):
     summary = {entry["reconstructor"]: entry for entry in summarize(rows)}
     assert summary["hold"]["frames"] == summary["nearest"]["frames"] == len(steps)
     assert 5 < summary["nearest"]["psnr"] < 40
+
+
+def test_memory_holds_back_a_one_off_contradiction_until_it_is_confirmed(run_1_1):
+    (_, pixels, state, mask) = run_1_1[20]
+    memory = MemoryBank(3, config=MemoryConfig(use_prior=False))
+    rows, cols = uv_to_pixel(pixels[:, :2], 240, 256)
+    memory.update(rows, cols, pixels[:, 2:], state, mask)
+    canvas, confidence = memory.view(state)
+    known = (confidence[rows, cols] == 1) & (rows >= HUD_ROWS)
+    r, c = rows[known][:5], cols[known][:5]
+    wrong = 1.0 - canvas[r, c]  # a one-off sighting (a score pop-up, debris) that contradicts the memory
+    memory.update(r, c, wrong, state, mask)
+    np.testing.assert_allclose(memory.view(state)[0][r, c], canvas[r, c])
+    memory.update(r, c, wrong, state, mask)  # seen twice: a real change, which overwrites
+    np.testing.assert_allclose(memory.view(state)[0][r, c], wrong)
+    # with the hold-back off, the first contradiction already moves the memory
+    eager = MemoryBank(3, config=MemoryConfig(use_prior=False, confirm_above=2.0))
+    eager.update(rows, cols, pixels[:, 2:], state, mask)
+    eager.update(r, c, wrong, state, mask)
+    assert not np.allclose(eager.view(state)[0][r, c], canvas[r, c])
