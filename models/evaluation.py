@@ -82,6 +82,8 @@ def summarize(rows: list[dict], keys: tuple[str, ...] = ("reconstructor", "budge
         entry = dict(zip(keys, group_key))
         entry["frames"] = len(members)
         for metric in ("psnr", "ssim", "foreground_psnr", "ms"):
+            if metric not in members[0]:
+                continue
             values = np.array([m[metric] for m in members], float)
             entry[metric] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
         summary.append(entry)

@@ -140,3 +140,54 @@ def hud_digits(state: np.ndarray) -> np.ndarray:
 def template_windows(boxes: list[SpriteBox]) -> list[tuple[int, int, int]]:
     """``(pose, top, left)`` of each object's template window in screen pixels."""
     return [(box.pose, box.y + TEMPLATE_OFFSET[1], box.x + TEMPLATE_OFFSET[0]) for box in boxes]
+
+
+#: Where the status bar draws the digits :func:`hud_digits` lists: ``(y0, y1, x0, x1)`` screen pixels of
+#: the score (6 digits), the coins (2) and the timer (3), each digit an 8x8 NES tile (measured on 1-1).
+HUD_DIGIT_BOXES: tuple[tuple[int, int, int, int], ...] = ((24, 31, 24, 72), (24, 31, 104, 120), (24, 31, 208, 232))
+
+
+def hud_digit_mask(height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH) -> np.ndarray:
+    """``(H, W)`` bool: True on the status-bar digits (score, coins, timer)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for y0, y1, x0, x1 in HUD_DIGIT_BOXES:
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+# --- motion: where things will be on the next frames ------------------------------------------------
+
+
+def camera_velocity(state: np.ndarray, previous_state: np.ndarray | None) -> int:
+    """Camera x pixels scrolled from the previous frame to this one (0 without a previous frame or
+    across a level change, when camera x jumps)."""
+    if previous_state is None or area_key(state) != area_key(previous_state):
+        return 0
+    step = camera_x(state) - camera_x(previous_state)
+    return step if abs(step) <= 16 else 0
+
+
+def predict_boxes(state: np.ndarray, state_mask: np.ndarray, previous_state: np.ndarray | None = None,
+                  previous_mask: np.ndarray | None = None, steps: int = 1, margin: int = 2) -> list[SpriteBox]:
+    """The sprite boxes ``steps`` frames after ``state``'s, by constant screen velocity.
+
+    Each object's screen velocity is its move from the previous frame (the same slot, both times on
+    screen; 0 for a new object), clipped to 16 px/step so that a slot reused by a new object does not
+    throw its box across the screen. Each box is widened by ``margin`` pixels on every side and, in
+    the direction of motion, by the whole predicted move (the object may stop), so the box covers
+    both where the object is and where it is going.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0 frames ahead, got {steps}")
+    previous = {}
+    if previous_state is not None and previous_mask is not None and area_key(state) == area_key(previous_state):
+        previous = {(box.kind, box.slot): box for box in sprite_boxes(previous_state, previous_mask)}
+    predicted = []
+    for box in sprite_boxes(state, state_mask):
+        before = previous.get((box.kind, box.slot))
+        dx = int(np.clip(box.x - before.x, -16, 16)) * steps if before else 0
+        dy = int(np.clip(box.y - before.y, -16, 16)) * steps if before else 0
+        predicted.append(SpriteBox(box.kind, box.slot, box.x + dx, box.y + dy,
+                                   box.x0 + min(dx, 0) - margin, box.y0 + min(dy, 0) - margin,
+                                   box.x1 + max(dx, 0) + margin, box.y1 + max(dy, 0) + margin, box.pose))
+    return predicted

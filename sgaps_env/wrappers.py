@@ -190,6 +190,18 @@ def allocation_to_coords(weights, count: int, tiles: int, height: int = FRAME_HE
 # --- shared: the wrapped env and the cleaned observation -------------------------------------------
 
 
+def clean_observation(observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The env's observation with masked and padded ``state`` entries (``state_mask == 0``) set to 0.0:
+    what both wrappers return, and what a policy trained on them must be shown."""
+    mask = observation["state_mask"]
+    return {
+        "pixels": observation["pixels"],
+        "state": np.where(mask > 0, observation["state"], np.float32(0.0)).astype(np.float32, copy=False),
+        "state_mask": mask,
+    }
+
+
+
 class _CleanObservationWrapper(gym.Wrapper):
     """Finds the SGAPS env under ``env`` and builds the cleaned observation space."""
 
@@ -239,12 +251,7 @@ class _CleanObservationWrapper(gym.Wrapper):
     @staticmethod
     def clean(observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The env's observation with masked and padded ``state`` entries (``state_mask == 0``) set to 0.0."""
-        mask = observation["state_mask"]
-        return {
-            "pixels": observation["pixels"],
-            "state": np.where(mask > 0, observation["state"], np.float32(0.0)).astype(np.float32, copy=False),
-            "state_mask": mask,
-        }
+        return clean_observation(observation)
 
 
 # --- wrapper 1: learn the player ------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Running a sampling policy against a reconstructor: offline on recorded frames, or live in the env.
+
+Offline (``replay_session``), a recorded session's true frames are replayed in order. On each frame
+the policy's coordinates are sampled from the true frame, the samples travel up as a wire
+``FrameData`` message (so the server sees exactly what the client would send, quantisation
+included), the reconstructor rebuilds the frame, and the policy chooses the next frame's coordinates
+from what it has seen (never the future; only the oracle is handed the true next frame). Those go
+down as a ``UVCoordinates`` message, and the client's side regenerates them from the message and its
+own state vectors; a mismatch raises, so every reported byte count is for coordinates that really
+arrive. The recorded game does not depend on where it was sampled (the environment draws sampling
+from its own generator), so replaying it under another policy is exact.
+
+Live (``run_live``), the same loop drives ``SGAPS-SMB-v0`` with a player pressing the buttons.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from agents.policies import ClientContext, coords_from_description
+from models.metrics import foreground_psnr, psnr, ssim
+from sgaps_env.coords import extract_pixels, to_gray
+from sgaps_env.wire import FrameData, UVCoordinates, decode
+
+
+def _truth(frame: np.ndarray, color: str) -> np.ndarray:
+    truth = frame.astype(np.float32) / 255.0
+    return to_gray(truth)[..., None] if color == "gray" else truth
+
+
+class _Link:
+    """Both ends of the wire for one session: encodes, decodes, counts bytes and checks that the
+    client regenerates the server's coordinates exactly."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.client = ClientContext()
+        self.client_coords: np.ndarray | None = None
+
+    def downlink(self, frame_id: int, description: dict | None, coords: np.ndarray) -> int:
+        if description is None:
+            message = UVCoordinates(frame_id, coords=coords)
+        else:
+            message = UVCoordinates(frame_id, description=description)
+        data = message.encode()
+        received = decode(data)
+        if received.description is None:
+            regenerated = received.coords
+        elif received.description.get("k") == "same":
+            regenerated = self.client_coords
+        else:
+            regenerated = coords_from_description(received.description, self.count, self.client)
+        if regenerated is None or not np.array_equal(regenerated, coords):
+            raise RuntimeError(f"frame {frame_id}: the client regenerated other coordinates than the policy chose from "
+                               f"description {description!r}: the policy does not go through coords_from_description")
+        self.client_coords = regenerated
+        return len(data)
+
+    def uplink(self, frame_id: int, observation: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """``(the observation as the server decodes it, bytes)``; the client remembers the state it sent."""
+        data = FrameData.from_observation(frame_id, observation).encode()
+        received = decode(data)
+        coords = observation["pixels"][:, :2]
+        self.client.advance(observation["state"], observation["state_mask"])
+        return {"pixels": received.to_pixels(coords), "state": received.state,
+                "state_mask": received.state_mask}, len(data)
+
+
+def gray_uplink_bytes(frame: np.ndarray, coords: np.ndarray, state: np.ndarray, state_mask: np.ndarray) -> int:
+    """Bytes of the ``FrameData`` the client would send for these coordinates in luma."""
+    observation = {"pixels": extract_pixels(frame, coords, "gray"), "state": state, "state_mask": state_mask}
+    return len(FrameData.from_observation(0, observation).encode())
+
+
+def replay_session(policy, reconstructor, frames: np.ndarray, states: np.ndarray, masks: np.ndarray, color: str,
+                   seed: int, score_every: int = 1, with_ssim: bool = True, keep_steps: tuple[int, ...] = (),
+                   quality_feedback: bool = False) -> tuple[list[dict[str, Any]], dict[int, dict[str, np.ndarray]]]:
+    """Replay one session under ``policy`` -> ``(rows, kept)``.
+
+    ``rows``: one dict per scored step (``step % score_every == 0``) with psnr, ssim, foreground_psnr,
+    uplink_bytes (in ``color``), uplink_gray_bytes (the same samples in luma), downlink_bytes (the
+    coordinates of this frame), policy_ms (choosing this frame's coordinates), reconstruct_ms.
+    ``kept``: for each of ``keep_steps``, the truth, the sampled pixels' positions and the reconstruction.
+    ``quality_feedback`` hands the policy the last frame's measured quality (``info["quality"]``, from
+    the truth: what quality-based mask-update schedules read offline).
+    """
+    count = policy.count
+    link = _Link(count)
+    reconstructor.reset()
+    start = time.perf_counter()
+    coords = policy.reset(seed)
+    policy_ms = (time.perf_counter() - start) * 1000.0
+    downlink = link.downlink(0, policy.description, coords)
+    rows, kept = [], {}
+    for step in range(len(frames)):
+        frame, state, mask = frames[step], states[step], masks[step]
+        observation = {"pixels": extract_pixels(frame, coords, color), "state": state, "state_mask": mask}
+        received, uplink = link.uplink(step, observation)
+        start = time.perf_counter()
+        reconstruction = reconstructor.reconstruct(received["pixels"], received["state"], received["state_mask"])
+        reconstruct_ms = (time.perf_counter() - start) * 1000.0
+        truth = _truth(frame, color)
+        scored = step % score_every == 0
+        quality = None
+        if scored or quality_feedback:
+            quality = {"psnr": psnr(reconstruction, truth),
+                       "ssim": ssim(reconstruction, truth) if (with_ssim or quality_feedback) else float("nan")}
+        if scored:
+            rows.append({"step": step, **quality, "foreground_psnr": foreground_psnr(reconstruction, truth, state, mask),
+                         "uplink_bytes": uplink, "uplink_gray_bytes": gray_uplink_bytes(frame, coords, state, mask),
+                         "downlink_bytes": downlink, "policy_ms": policy_ms, "reconstruct_ms": reconstruct_ms})
+        if step in keep_steps:
+            kept[step] = {"truth": truth, "coords": coords.copy(), "reconstruction": reconstruction}
+        if step + 1 == len(frames):
+            break
+        info: dict[str, Any] = {"reconstruction": reconstruction}
+        if quality_feedback:
+            info["quality"] = quality
+        if policy.needs_truth:
+            info["next_frame"] = frames[step + 1]
+        start = time.perf_counter()
+        coords = policy.next_coords(received, info)
+        policy_ms = (time.perf_counter() - start) * 1000.0
+        downlink = link.downlink(step + 1, policy.description, coords)
+    return rows, kept
+
+
+def run_live(policy, reconstructor, player, stage: str, seed: int, steps: int, color: str = "rgb",
+             with_ssim: bool = False) -> list[dict[str, Any]]:
+    """Play ``steps`` steps of ``stage`` live with ``player`` on the buttons and ``policy`` on the
+    coordinates; one row per step with psnr (and ssim) of ``reconstructor`` against the true frame.
+
+    The oracle cannot run live (it needs the true next frame before it is emulated).
+    """
+    import gymnasium as gym
+
+    import sgaps_env  # noqa: F401  (registers SGAPS-SMB-v0)
+
+    if policy.needs_truth:
+        raise ValueError(f"policy {policy.name!r} reads the true next frame and runs in offline evaluation only")
+    env = gym.make("SGAPS-SMB-v0", stage=stage, sample_count=policy.count, color=color, return_frame=True)
+    try:
+        reconstructor.reset()
+        player.reset(seed)
+        coords = policy.reset(seed)
+        observation, info = env.reset(seed=seed, options={"coords": coords})
+        rows = []
+        for step in range(steps):
+            reconstruction = reconstructor.reconstruct(observation["pixels"], observation["state"],
+                                                       observation["state_mask"])
+            truth = _truth(info["frame"], color)
+            rows.append({"step": step, "psnr": psnr(reconstruction, truth),
+                         "ssim": ssim(reconstruction, truth) if with_ssim else float("nan"),
+                         "foreground_psnr": foreground_psnr(reconstruction, truth, observation["state"],
+                                                            observation["state_mask"])})
+            buttons = player.act(observation, info)
+            coords = policy.next_coords(observation, {"reconstruction": reconstruction})
+            observation, _, terminated, truncated, info = env.step({"buttons": buttons, "coords": coords})
+            if terminated or truncated:
+                break
+        return rows
+    finally:
+        env.close()
