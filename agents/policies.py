@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, RANDOM_PATTERNS, make_pattern, pixel_to_uv, uv_to_pixel
+from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, RANDOM_PATTERNS, frame_values, make_pattern,
+                              pixel_to_uv, uv_to_pixel)
 from sgaps_env.sprites import box_mask, camera_velocity, hud_digit_mask, predict_boxes
 from sgaps_env.wrappers import allocate_tile_counts, allocation_to_coords, tile_edges
 
@@ -480,11 +481,8 @@ class OraclePolicy(_DescribedPolicy):
         previous = self.context.state
         self.context.advance(observation["state"], observation["state_mask"])
         scroll = camera_velocity(observation["state"], previous) if previous is not None else 0
-        truth = np.asarray(info["next_frame"], np.float32) / 255.0
         reconstruction = np.asarray(info["reconstruction"], np.float32)
-        if reconstruction.shape[-1] == 1:
-            from sgaps_env.coords import to_gray
-            truth = to_gray(truth)[..., None]
+        truth = frame_values(np.asarray(info["next_frame"]), "gray" if reconstruction.shape[-1] == 1 else "rgb")
         error = np.abs(shift_with_camera(reconstruction, scroll, fill=np.nan) - truth).sum(axis=2)
         error = np.nan_to_num(error, nan=3.0)
         # random tie-break, so that equal errors (e.g. all zero) are not taken in raster order

@@ -21,13 +21,8 @@ import numpy as np
 
 from agents.policies import ClientContext, coords_from_description
 from models.metrics import foreground_psnr, psnr, ssim
-from sgaps_env.coords import extract_pixels, to_gray
+from sgaps_env.coords import extract_pixels, frame_values
 from sgaps_env.wire import FrameData, UVCoordinates, decode
-
-
-def _truth(frame: np.ndarray, color: str) -> np.ndarray:
-    truth = frame.astype(np.float32) / 255.0
-    return to_gray(truth)[..., None] if color == "gray" else truth
 
 
 class _Link:
@@ -101,7 +96,7 @@ def replay_session(policy, reconstructor, frames: np.ndarray, states: np.ndarray
         start = time.perf_counter()
         reconstruction = reconstructor.reconstruct(received["pixels"], received["state"], received["state_mask"])
         reconstruct_ms = (time.perf_counter() - start) * 1000.0
-        truth = _truth(frame, color)
+        truth = frame_values(frame, color)
         scored = step % score_every == 0
         quality = None
         if scored or quality_feedback:
@@ -150,7 +145,7 @@ def run_live(policy, reconstructor, player, stage: str, seed: int, steps: int, c
         for step in range(steps):
             reconstruction = reconstructor.reconstruct(observation["pixels"], observation["state"],
                                                        observation["state_mask"])
-            truth = _truth(info["frame"], color)
+            truth = frame_values(info["frame"], color)
             rows.append({"step": step, "psnr": psnr(reconstruction, truth),
                          "ssim": ssim(reconstruction, truth) if with_ssim else float("nan"),
                          "foreground_psnr": foreground_psnr(reconstruction, truth, observation["state"],

@@ -37,16 +37,19 @@ from agents.policies import (FAMILIES, POLICY_NAMES, MaskUpdateScheduler, Schedu
                              make_policy)
 from agents.policy_replay import replay_session, run_live  # noqa: E402
 from experiments.cli import arg, parse_args  # noqa: E402
+from experiments.evaluate_reconstructors import markdown_table  # noqa: E402
 from models.baselines import BASELINES, make_baseline  # noqa: E402
 from models.dataset import session_entries, session_seed  # noqa: E402
-from models.evaluation import session_frames, summarize  # noqa: E402
+from models.evaluation import read_session, summarize  # noqa: E402
 from models.importance import ImportanceAnalyzer  # noqa: E402
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor  # noqa: E402
 
 #: Where `python experiments/train_sampler.py` (default --output runs/sampler) writes the learned sampler.
 DEFAULT_SAMPLER = Path("runs/sampler/final_model.zip")
+#: The columns of a replayed frame (``agents.policy_replay.replay_session``) and of a live one (``run_live``).
 METRICS = ("psnr", "ssim", "foreground_psnr", "uplink_bytes", "uplink_gray_bytes", "downlink_bytes", "policy_ms",
            "reconstruct_ms")
+LIVE_METRICS = ("psnr", "ssim", "foreground_psnr")
 
 
 @dataclass
@@ -120,21 +123,11 @@ def pick_sessions(args: Args) -> list:
     limit = args.max_sessions or len(entries)
     quota = {stage: limit // len(stages) + (index < limit % len(stages)) for index, stage in enumerate(stages)}
     picked = []
-    for session in session_frames(args.data, max_steps=args.max_steps):
-        if quota[session[0]] > 0:
-            quota[session[0]] -= 1
-            picked.append(session)
-        if not any(quota.values()):
-            break
+    for session_file, entry in entries:
+        if quota[entry.checkpoint_key] > 0:
+            quota[entry.checkpoint_key] -= 1
+            picked.append(read_session(session_file, entry, args.max_steps))
     return picked
-
-
-def markdown_table(entries: list[dict], columns: list[str]) -> str:
-    def cell(value):
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(entry.get(c, "")) for c in columns) + " |" for entry in entries]
-    return "\n".join(lines)
 
 
 def check_targets(overall: list[dict]) -> list[str]:
@@ -189,7 +182,7 @@ def main(argv=None) -> dict:
                 rows += scored
                 if kept:
                     grid[policy.name] = kept[args.grid_step]
-    overall = summarize_rows(rows, ("budget", "policy", "family"))
+    overall = summarize(rows, ("budget", "policy", "family"), METRICS)
     overall.sort(key=lambda e: (e["budget"], -e["psnr"]))
     at_500 = {e["policy"]: e for e in overall if e["budget"] == 500}
     for entry in overall:
@@ -208,13 +201,13 @@ def main(argv=None) -> dict:
              "", "## Targets", "", *check_targets(overall), ""]
     for budget in args.budgets:
         lines += [f"## {budget} pixels", "", markdown_table([e for e in overall if e["budget"] == budget], columns), ""]
-    per_stage = summarize_rows([r for r in rows if r["budget"] == 500], ("checkpoint_key", "policy"))
+    per_stage = summarize([r for r in rows if r["budget"] == 500], ("checkpoint_key", "policy"), METRICS)
     per_stage.sort(key=lambda e: (e["checkpoint_key"], -e["psnr"]))
     lines += ["## Per stage, 500 pixels", "", markdown_table(per_stage, ["checkpoint_key", "policy", "frames", "psnr",
                                                                        "foreground_psnr"]), ""]
     if live:
         lines += [f"## Live in SGAPS-SMB-v0 ({args.live_budget} px, run_right player, seed {args.seed})", "",
-                  markdown_table(summarize_rows(live, ("stage", "policy")), ["stage", "policy", "frames", "psnr",
+                  markdown_table(summarize(live, ("stage", "policy"), LIVE_METRICS), ["stage", "policy", "frames", "psnr",
                                                                              "foreground_psnr"]), ""]
     (args.output / "summary.md").write_text("\n".join(lines))
     write_csv(args.output / "summary.csv", overall)
@@ -228,17 +221,6 @@ def main(argv=None) -> dict:
     print(f"wrote {args.output}/summary.md, summary.csv, frames.csv, psnr_vs_budget.png, grid.png"
           + (", live.csv" if live else ""))
     return {"overall": overall, "live": live}
-
-
-def summarize_rows(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
-    """``models.evaluation.summarize`` plus the byte and time columns."""
-    summary = summarize(rows, keys)
-    for entry in summary:
-        members = [r for r in rows if all(r[k] == entry[k] for k in keys)]
-        for metric in METRICS:
-            values = np.array([m.get(metric, np.nan) for m in members], float)
-            entry[metric] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-    return summary
 
 
 def run_live_episodes(args: Args) -> list[dict]:

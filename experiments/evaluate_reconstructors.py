@@ -54,7 +54,7 @@ def markdown_table(entries: list[dict], columns: list[str]) -> str:
     def cell(value):
         return f"{value:.2f}" if isinstance(value, float) else str(value)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(entry[c]) for c in columns) + " |" for entry in entries]
+    lines += ["| " + " | ".join(cell(entry.get(c, "")) for c in columns) + " |" for entry in entries]
     return "\n".join(lines)
 
 

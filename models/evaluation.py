@@ -16,23 +16,27 @@ from tqdm.auto import tqdm
 
 from models.dataset import session_entries, session_seed
 from models.metrics import foreground_psnr, psnr, ssim
-from sgaps_env.coords import extract_pixels, make_pattern, to_gray
+from sgaps_env.coords import extract_pixels, frame_values, make_pattern
 from sgaps_env.session_file import frames_rgb
 
 
 def session_frames(paths, split: str | None = None, max_steps: int | None = None,
                    max_sessions: int | None = None) -> Iterator[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
     """``(checkpoint_key, session_id, frames (T, H, W, 3) uint8, state (T, D), state_mask (T, D))`` per session."""
-    entries = session_entries(paths, split)
-    for session_file, entry in entries[:max_sessions]:
-        with session_file.open() as handle:
-            group = handle[f"{entry.checkpoint_key}/{entry.session_id}"]
-            if "frames" not in group:
-                raise ValueError(f"session {entry.checkpoint_key}/{entry.session_id} in {session_file.path} has no true "
-                                 f"frames: record with `agents/collect.py --store-frames` to evaluate reconstructions")
-            rows = slice(0, max_steps)
-            yield (entry.checkpoint_key, entry.session_id, frames_rgb(group, rows), group["state"][rows],
-                   group["state_mask"][rows])
+    for session_file, entry in session_entries(paths, split)[:max_sessions]:
+        yield read_session(session_file, entry, max_steps)
+
+
+def read_session(session_file, entry, max_steps: int | None = None) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray]:
+    """One entry of ``models.dataset.session_entries`` as :func:`session_frames` yields it."""
+    with session_file.open() as handle:
+        group = handle[f"{entry.checkpoint_key}/{entry.session_id}"]
+        if "frames" not in group:
+            raise ValueError(f"session {entry.checkpoint_key}/{entry.session_id} in {session_file.path} has no true "
+                             f"frames: record with `agents/collect.py --store-frames` to evaluate reconstructions")
+        rows = slice(0, max_steps)
+        return (entry.checkpoint_key, entry.session_id, frames_rgb(group, rows), group["state"][rows],
+                group["state_mask"][rows])
 
 
 def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: str = "random", color: str = "rgb",
@@ -53,9 +57,7 @@ def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: s
         for step, (frame, state, mask) in enumerate(zip(frames, states, masks)):
             coords = make_pattern(pattern, budget, rng)
             pixels = extract_pixels(frame, coords, color)
-            truth = frame.astype(np.float32) / 255.0
-            if color == "gray":
-                truth = to_gray(truth)[..., None]
+            truth = frame_values(frame, color)
             scored = step % score_every == 0
             for name, reconstructor in reconstructors.items():
                 if not scored and not getattr(reconstructor, "stateful", True):
@@ -72,8 +74,13 @@ def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: s
     return results
 
 
-def summarize(rows: list[dict], keys: tuple[str, ...] = ("reconstructor", "budget")) -> list[dict]:
-    """Mean of each metric per group (foreground PSNR over frames with sprites only)."""
+#: The columns :func:`evaluate_sessions` scores.
+METRICS = ("psnr", "ssim", "foreground_psnr", "ms")
+
+
+def summarize(rows: list[dict], keys: tuple[str, ...] = ("reconstructor", "budget"),
+              metrics: tuple[str, ...] = METRICS) -> list[dict]:
+    """Mean of each of ``metrics`` per group, ignoring NaN (foreground PSNR: frames with sprites only)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
@@ -81,9 +88,7 @@ def summarize(rows: list[dict], keys: tuple[str, ...] = ("reconstructor", "budge
     for group_key, members in groups.items():
         entry = dict(zip(keys, group_key))
         entry["frames"] = len(members)
-        for metric in ("psnr", "ssim", "foreground_psnr", "ms"):
-            if metric not in members[0]:
-                continue
+        for metric in metrics:
             values = np.array([m[metric] for m in members], float)
             entry[metric] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
         summary.append(entry)

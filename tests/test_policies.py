@@ -300,3 +300,16 @@ def test_evaluate_policies_writes_its_tables_plot_and_grid(tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "## Targets" in summary and "oracle" in summary
     assert {row["policy"] for row in result["live"]} == {"random", "ram"}  # the oracle cannot run live
+
+
+def test_gray_replays_score_against_luma_in_the_unit_range(session):
+    frames, states, masks = session
+    scores, kept = {}, {}
+    for color in ("gray", "rgb"):
+        rows, kept[color] = replay_session(make_policy("random", COUNT), make_baseline("nearest"), frames[:9],
+                                           states[:9], masks[:9], color, seed=0, score_every=4, with_ssim=False,
+                                           keep_steps=(4,))
+        scores[color] = np.mean([r["psnr"] for r in rows])
+    truth = kept["gray"][4]["truth"]
+    assert truth.shape == (FRAME_HEIGHT, FRAME_WIDTH, 1) and truth.max() > 0.5  # luma of sky and ground, not /255 twice
+    assert abs(scores["gray"] - scores["rgb"]) < 4
