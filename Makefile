@@ -8,11 +8,12 @@ setup:
 demo: setup
 	$(PY) experiments/demo.py
 
+# Test files run in parallel, one file per worker (a file's module fixtures are built once).
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 test-all: setup
-	$(PY) -m pytest -m "slow or not slow"
+	$(PY) -m pytest -n auto --dist loadfile -m "slow or not slow"
 
 benchmark: setup
 	$(PY) experiments/benchmark_env.py

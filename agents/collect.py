@@ -14,6 +14,7 @@ progress are discarded and everything finished is indexed.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import fcntl
 import hashlib
@@ -23,9 +24,9 @@ import multiprocessing
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,12 +35,14 @@ import numpy as np
 from tqdm import tqdm
 
 from agents.players import PLAYERS, make_player
-from experiments.cli import arg, parse_args
 from sgaps_env import SGAPSSuperMarioBrosEnv, __version__, parse_stage
-from sgaps_env.coords import PATTERNS
+from sgaps_env.buttons import BUTTON_SETS
+from sgaps_env.cli import run_script
+from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
+from sgaps_env.rollout import Rollout
 from sgaps_env.sampler import PatternSampler
 from sgaps_env.session_file import (SessionFile, SessionFileError, SessionRecorder, checkpoint_key_for, check_name,
-                                    write_shard)
+                                    list_sessions, write_shard)
 
 ALL_STAGES = [f"{world}-{stage}" for world in range(1, 9) for stage in range(1, 5)]
 
@@ -48,33 +51,49 @@ ALL_STAGES = [f"{world}-{stage}" for world in range(1, 9) for stage in range(1, 
 class Args:
     """Options of the recorder."""
 
-    player: str = arg("run_right", "who presses the buttons", choices=sorted(PLAYERS))
-    player_option: list[str] = arg([], "player keyword argument as KEY=VALUE (VALUE parsed as JSON when it can be); "
-                                       "repeatable, e.g. --player-option jitter=0.05")
-    pattern: str = arg("random", "where each frame is sampled: a fixed pattern ('random' and 'stratified' are "
-                                 "redrawn every frame)", choices=sorted(PATTERNS))
-    stages: list[str] = arg(["1-1"], "stages to record, 'W-S' each; 'all' means the 32 stages; 'game' means the "
-                                     "whole game from 1-1 (episodes end at game over)")
-    episodes: int = arg(4, "episodes per stage (ignored when --frames is given)")
-    frames: int | None = arg(None, "instead of --episodes: record episodes until each stage has at least this many "
-                                   "steps (the episodes in progress at that point are completed)")
-    max_steps: int = arg(4000, "steps after which an episode is cut off (recorded as truncated)")
-    sample_count: int = arg(500, "pixels sampled per frame")
-    color: str = arg("gray", "colour of the sampled values", choices=["gray", "rgb"])
-    frame_skip: int = arg(4, "NES frames per step")
-    buttons: str = arg("simple", "button set", choices=["simple", "right_only", "complex"])
-    noop_max: int = arg(30, "largest number of random no-op frames at reset (the emulator is deterministic: "
-                            "this is where seeds make episodes differ)")
-    sticky: float = arg(0.0, "per-frame probability of repeating the previous frame's buttons (sticky actions)")
-    workers: int = arg(1, "parallel recording processes")
-    seed: int = arg(0, "base seed; each episode's seed is derived from it, the stage and the episode number")
-    output: Path = arg(Path("data/sessions.h5"), "session file (index) to create or extend; shards go beside it "
-                                                 "in OUTPUT.shards/")
-    checkpoint_key: str | None = arg(None, "group the sessions under this key instead of the default "
-                                           "'smb1-W-S' (or 'smb1-all' for the whole game)")
-    store_frames: bool = arg(True, "store the full true frames (lossless; they are the ground truth)")
-    store_ram: bool = arg(False, "store the 2048-byte RAM each frame was drawn from")
-    progress: bool = arg(True, "show a progress bar")
+    player: Literal[*sorted(PLAYERS)] = "run_right"
+    """who presses the buttons"""
+    player_option: list[str] = field(default_factory=list)
+    """player keyword arguments as KEY=VALUE (VALUE parsed as JSON when it can be), e.g. --player-option jitter=0.05"""
+    pattern: Literal[*sorted(PATTERNS)] = "random"
+    """where each frame is sampled: a fixed pattern ('random' and 'stratified' are redrawn every frame)"""
+    stages: list[str] = field(default_factory=lambda: ["1-1"])
+    """stages to record, 'W-S' each; 'all' means the 32 stages; 'game' means the whole game from 1-1 (episodes end
+    at game over)"""
+    episodes: int = 4
+    """episodes per stage (ignored when --frames is given)"""
+    frames: int | None = None
+    """instead of --episodes: record episodes until each stage has at least this many steps (the episodes in
+    progress at that point are completed)"""
+    max_steps: int = 4000
+    """steps after which an episode is cut off (recorded as truncated)"""
+    sample_count: int = 500
+    """pixels sampled per frame"""
+    color: Literal[*sorted(COLOR_CHANNELS)] = "gray"
+    """colour of the sampled values"""
+    frame_skip: int = 4
+    """NES frames per step"""
+    buttons: Literal[*sorted(BUTTON_SETS)] = "simple"
+    """button set"""
+    noop_max: int = 30
+    """largest number of random no-op frames at reset (the emulator is deterministic: this is where seeds make
+    episodes differ)"""
+    sticky: float = 0.0
+    """per-frame probability of repeating the previous frame's buttons (sticky actions)"""
+    workers: int = 1
+    """parallel recording processes"""
+    seed: int = 0
+    """base seed; each episode's seed is derived from it, the stage and the episode number"""
+    output: Path = Path("data/sessions.h5")
+    """session file (index) to create or extend; shards go beside it in OUTPUT.shards/"""
+    checkpoint_key: str | None = None
+    """group the sessions under this key instead of the default 'smb1-W-S' (or 'smb1-all' for the whole game)"""
+    store_frames: bool = True
+    """store the full true frames (lossless; they are the ground truth)"""
+    store_ram: bool = False
+    """store the 2048-byte RAM each frame was drawn from"""
+    progress: bool = True
+    """show a progress bar"""
 
 
 # --- the plan: which sessions, with which seeds -----------------------------------------------------
@@ -181,36 +200,29 @@ def record_episode(task: EpisodeTask, shards_root: str | None) -> dict:
                 if recording else None)
     store_ram = recording and task.store_ram
 
-    coords = sampler.reset(task.seed)
-    player.reset(task.seed)
-    observation, info = env.reset(seed=task.seed, options={"coords": coords})
+    rollout = Rollout(env, player, sampler, seed=task.seed, max_steps=task.max_steps)
     started = time.perf_counter()
-    if recording:
-        recorder.add(observation, info, ram=env.frame_ram if store_ram else None)
-    furthest_x, terminated, truncated, flag = info["x_pos"], False, False, False
-    for step in range(1, task.max_steps + 1):
-        buttons = player.act(observation, info)
-        observation, reward, terminated, truncated, info = env.step(
-            {"buttons": buttons, "coords": sampler.next_coords(observation, info)})
-        truncated = truncated or (step == task.max_steps and not terminated)
+    reported = 0  # steps added to the shared progress counter
+    for step in rollout:
         if recording:
-            recorder.add(observation, info, buttons, reward, terminated, truncated, time.perf_counter() - started,
-                         ram=env.frame_ram if store_ram else None)
-        furthest_x, flag = max(furthest_x, info["x_pos"]), flag or info["flag_get"]
-        if _STEPS_DONE is not None and step % 32 == 0:
+            ram = env.frame_ram if store_ram else None
+            if step.step == 0:
+                recorder.add(step.observation, step.info, ram=ram)
+            else:
+                recorder.add(step.observation, step.info, step.buttons, step.reward, step.terminated, step.truncated,
+                             time.perf_counter() - started, ram=ram)
+        if _STEPS_DONE is not None and (step.done or step.step - reported >= 32):
             with _STEPS_DONE.get_lock():
-                _STEPS_DONE.value += 32
-        if terminated or truncated:
-            break
-    if _STEPS_DONE is not None:
-        with _STEPS_DONE.get_lock():
-            _STEPS_DONE.value += step % 32
-    summary = {"checkpoint_key": task.checkpoint_key, "session_id": task.session_id, "steps": step,
-               "flag_get": bool(flag), "furthest_x": int(furthest_x)}
+                _STEPS_DONE.value += step.step - reported
+            reported = step.step
+    outcome = rollout.summary
+    summary = {"checkpoint_key": task.checkpoint_key, "session_id": task.session_id, "steps": outcome.steps,
+               "flag_get": outcome.flag_get, "furthest_x": outcome.furthest_x}
     if recording:
-        data = recorder.finish(terminated=terminated, truncated=truncated, flag_get=bool(flag),
-                               furthest_x=int(furthest_x), final_world=info["world"], final_stage=info["stage"],
-                               emulated_frames=int(info["frame_index"]), wall_seconds=time.perf_counter() - started)
+        data = recorder.finish(terminated=outcome.terminated, truncated=outcome.truncated, flag_get=outcome.flag_get,
+                               furthest_x=outcome.furthest_x, final_world=outcome.final_world,
+                               final_stage=outcome.final_stage, emulated_frames=outcome.emulated_frames,
+                               wall_seconds=time.perf_counter() - started)
         write_shard(Path(shards_root) / task.shard, data)
     return summary
 
@@ -311,10 +323,8 @@ def main(args: Args) -> dict:
     plans = [stage_plan(args, stage, player_options) for stage in stages]
 
     # what is already recorded: sessions are numbered, so episodes whose session exists are skipped
-    with session_file.open() as index:
-        existing_steps = {(entry.checkpoint_key, entry.session_id):
-                          int(index[entry.checkpoint_key][entry.session_id].attrs["steps"])
-                          for entry in session_file.entries()}
+    existing_steps = {(session.checkpoint_key, session.session_id): len(session) - 1  # rows - 1: the reset row
+                      for session in list_sessions(session_file.path)}
     skipped = 0
 
     def skip_recorded(plan: StagePlan) -> None:
@@ -365,26 +375,31 @@ def main(args: Args) -> dict:
                 bar.update(counter.value - bar.n)
                 bar.set_postfix(sessions=len(recorded))
         else:
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(args.workers, initializer=_worker_init, initargs=(counter,)) as pool:
-                pending = []
+            executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                              initializer=_worker_init, initargs=(counter,))
+            try:
+                pending: dict[concurrent.futures.Future, tuple[StagePlan, int]] = {}
                 while True:
                     while len(pending) < args.workers and (plan := tasks()) is not None:
                         guess = plan.expected_steps(args.max_steps)
                         task = make_task(plan)
                         plan.in_flight, plan.in_flight_steps = plan.in_flight + 1, plan.in_flight_steps + guess
-                        pending.append((plan, guess,
-                                        pool.apply_async(record_episode, (task, str(session_file.shards_dir)))))
+                        pending[executor.submit(record_episode, task, str(session_file.shards_dir))] = (plan, guess)
                     if not pending:
                         break
-                    time.sleep(0.1)
-                    for item in [item for item in pending if item[2].ready()]:
-                        pending.remove(item)
-                        plan, guess, result = item
+                    # the timeout only refreshes the progress bar while long episodes run
+                    done, _ = concurrent.futures.wait(pending, timeout=0.5,
+                                                      return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in done:
+                        plan, guess = pending.pop(future)
                         plan.in_flight, plan.in_flight_steps = plan.in_flight - 1, plan.in_flight_steps - guess
-                        finished(plan, result.get())
+                        finished(plan, future.result())
                     bar.update(counter.value - bar.n)
                     bar.set_postfix(sessions=len(recorded))
+            except BaseException:
+                _kill_workers(executor)
+                raise
+            executor.shutdown()
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -405,15 +420,18 @@ def main(args: Args) -> dict:
     return result
 
 
+def _kill_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Stop at once (Ctrl-C or a failed episode): the episodes in progress are discarded, not waited for."""
+    workers = list((getattr(executor, "_processes", None) or {}).values())  # Python 3.14: executor.kill_workers()
+    executor.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.kill()
+
+
 def _worker_init_in_process(counter) -> None:
     global _STEPS_DONE
     _STEPS_DONE = counter
 
 
 if __name__ == "__main__":
-    try:
-        outcome = main(parse_args(Args, __doc__))
-    except (ValueError, SessionFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(130 if outcome["interrupted"] else 0)
+    sys.exit(130 if run_script(main, Args, __doc__)["interrupted"] else 0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sgaps_env.buttons import resolve_button_set
-from sgaps_env.state import ENEMY_SLOTS, STATE_FIELDS, STATE_INDEX
+from sgaps_env.state import ENEMY_SLOTS, STATE_INDEX, field_int, field_value
 
 #: Enemy-slot object types that never hurt Mario: lifts and platforms (0x24-0x2C), the power-up,
 #: vine, flags, jump spring, warp-zone marker and the retainer.
@@ -23,15 +23,6 @@ PIRANHA_PLANT = 0x0D
 #: Player states (RAM 0x000E) in which Mario is under control; other states (dying, entering a
 #: pipe, sliding down the flagpole, growing) ignore the controller.
 NORMAL_PLAYER_STATE = 8
-
-#: Scale of every state field: a state value times its scale is back in game units (pixels, RAM codes).
-_SCALE = {field.name: field.scale for field in STATE_FIELDS}
-
-
-def _read(state: np.ndarray, name: str) -> float:
-    """A state field in game units."""
-    return float(state[STATE_INDEX[name]]) * _SCALE[name]
-
 
 #: Take-off x speed (RAM units, 48 is a full run) from which a jump keeps accelerating to running
 #: speed in the air: below it the air speed stays at walking speed and jumps are about half as long.
@@ -188,8 +179,8 @@ class HeuristicPlayer:
             if not state[STATE_INDEX[f"enemy{index}_active"]] > 0.5:
                 self._slots[index] = _Slot()
                 continue
-            etype = round(_read(state, f"enemy{index}_type"))
-            ey = _read(state, f"enemy{index}_screen_y") if mask[STATE_INDEX[f"enemy{index}_screen_y"]] else slot.y
+            etype = field_int(state, f"enemy{index}_type")
+            ey = field_value(state, f"enemy{index}_screen_y") if mask[STATE_INDEX[f"enemy{index}_screen_y"]] else slot.y
             if slot.type != etype:  # a new object in this slot
                 slot = self._slots[index] = _Slot(type=etype, y=ey, y_max=ey)
                 if self.dead_reckoning and cam_moved and etype in WALKER_TYPES:
@@ -206,7 +197,7 @@ class HeuristicPlayer:
             x_index = STATE_INDEX[f"enemy{index}_screen_x"]
             dx = None
             if mask[x_index]:
-                level_x = _read(state, f"enemy{index}_screen_x") + cam
+                level_x = field_value(state, f"enemy{index}_screen_x") + cam
                 if slot.level_x is None or abs(level_x - slot.level_x) > 8:
                     slot.trust = 0
                 elif cam_moved or level_x != slot.level_x:
@@ -248,9 +239,10 @@ class HeuristicPlayer:
     def act(self, observation, info) -> int:
         """The button index for the next step (``info`` is not used)."""
         state, mask = observation["state"], observation["state_mask"]
-        x, sx, sy = _read(state, "player_level_x"), _read(state, "player_screen_x"), _read(state, "player_screen_y")
-        vx, cam = _read(state, "player_x_speed"), _read(state, "camera_x")
-        on_ground = round(_read(state, "player_float_state")) == 0
+        x, sx = field_value(state, "player_level_x"), field_value(state, "player_screen_x")
+        sy = field_value(state, "player_screen_y")
+        vx, cam = field_value(state, "player_x_speed"), field_value(state, "camera_x")
+        on_ground = field_int(state, "player_float_state") == 0
         cam_moved = self._last_cam is not None and abs(cam - self._last_cam) >= 1
         self._last_cam = cam
         enemies = self._enemies(state, mask, x, sx, sy, cam, cam_moved)
@@ -268,7 +260,7 @@ class HeuristicPlayer:
             if progress is not None and progress > 4:
                 self._blocked_jumps = 0
 
-        if round(_read(state, "player_state")) != NORMAL_PLAYER_STATE:  # dying, in a pipe, on the flagpole...
+        if field_int(state, "player_state") != NORMAL_PLAYER_STATE:  # dying, in a pipe, on the flagpole...
             self._hold = self._back = self._pause = 0
             return self._button(self._run, "not in control")
         if self._back > 0 and self._left is not None:

@@ -12,7 +12,7 @@ import numpy as np
 from agents.heuristic import HeuristicPlayer
 from sgaps_env.buttons import resolve_button_set
 from sgaps_env.player import CallablePlayer, Player, as_player
-from sgaps_env.state import STATE_INDEX
+from sgaps_env.state import ENEMY_SLOTS, STATE_INDEX, field_value
 
 
 class RandomPlayer:
@@ -55,7 +55,7 @@ class RunRightPlayer:
         except ValueError:
             raise ValueError("RunRightPlayer needs the combos right+B and right+A+B in the button set") from None
         self.jump_steps = jump_frames
-        self.enemy_distance = enemy_distance / 256.0
+        self.enemy_distance = float(enemy_distance)  # screen pixels
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
@@ -65,15 +65,13 @@ class RunRightPlayer:
 
     def act(self, observation, info) -> int:
         state, mask = observation["state"], observation["state_mask"]
-        player_x = state[STATE_INDEX["player_screen_x"]]
-        level_x = state[STATE_INDEX["player_level_x"]]
+        player_x = field_value(state, "player_screen_x")
+        level_x = field_value(state, "player_level_x")
         blocked = self._last_x is not None and level_x <= self._last_x
         self._last_x = level_x
-        enemy_ahead = False
-        for slot in range(5):
-            index = STATE_INDEX[f"enemy{slot}_screen_x"]
-            if mask[index] and 0.0 < state[index] - player_x < self.enemy_distance:
-                enemy_ahead = True
+        enemy_ahead = any(mask[STATE_INDEX[f"enemy{slot}_screen_x"]]
+                          and 0.0 < field_value(state, f"enemy{slot}_screen_x") - player_x < self.enemy_distance
+                          for slot in range(ENEMY_SLOTS))
         if self._jumping:
             self._jumping -= 1
             return self._jump

@@ -48,10 +48,10 @@ import platform
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 if __package__ in (None, ""):  # run as a file (python agents/train_player.py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,13 +64,13 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, Check
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
-from tqdm import tqdm
 
 import sgaps_env  # registers SGAPS-SMB-v0
 from agents.sb3_player import ENV_CONFIG_ATTRIBUTE, SB3Player
-from experiments.cli import arg, parse_args
 from sgaps_env import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, PlayerLearningWrapper, parse_stage
 from sgaps_env.buttons import BUTTON_SETS
+from sgaps_env.cli import run_script
+from sgaps_env.coords import COLOR_CHANNELS
 
 #: Options that define the observation and action spaces: a checkpoint can only resume with the same values.
 SPACE_OPTIONS = ("sample_count", "color", "buttons")
@@ -80,80 +80,96 @@ SPACE_OPTIONS = ("sample_count", "color", "buttons")
 class Args:
     """Options of the player training."""
 
-    stage: str = arg("1-1", "stage to train on, 'W-S'")
-    total_timesteps: int = arg(200_000, "env steps to train in this run (on --resume: added to the checkpoint's "
-                                        "count), rounded up to whole rollouts of n_steps x num_envs")
-    num_envs: int = arg(2, "parallel envs: > 1 runs them in SubprocVecEnv worker processes (start method 'spawn'), "
-                           "1 in-process (DummyVecEnv)")
-    sample_count: int = arg(256, "pixels sampled per frame, all the policy sees of the screen: the MLP's input grows "
-                                 "with it (N x (2 + C) values beside the 64-value state vector, which already locates "
-                                 "Mario and the enemies), so a small N keeps the network small and the updates fast")
-    color: str = arg("gray", "colour mode of the samples: BT.601 luma (1 value per pixel) or RGB (3)",
-                     choices=["gray", "rgb"])
-    frame_skip: int = arg(4, "NES frames per step (the buttons are held for all of them)")
-    buttons: str = arg("simple", "button set of the Discrete action (simple: 7 combos incl. NOOP, left, A)",
-                       choices=sorted(BUTTON_SETS))
-    pattern: str = arg("uniform_grid", "fixed sampling pattern of every frame ('random'/'stratified' are redrawn "
-                                       "every step); a player must be shown the same pattern later",
-                       choices=sorted(PATTERNS))
-    max_episode_steps: int = arg(1000, "time limit per episode in steps (gym.make's TimeLimit), so a stuck agent "
-                                       "does not play out the whole game clock; the agent's runs that cleared 1-1 "
-                                       "took 389 to 575 steps")
-    reward_scale: float = arg(1 / 15, "the game reward is multiplied by this (gymnasium TransformReward) before PPO "
-                                      "sees it; logged rewards stay unscaled")
-    learning_rate: float = arg(2.5e-4, "Adam learning rate (constant)")
-    n_steps: int = arg(512, "steps per env per rollout (a rollout is n_steps x num_envs transitions)")
-    batch_size: int = arg(128, "minibatch size of the PPO update (at most n_steps x num_envs)")
-    n_epochs: int = arg(10, "passes over each rollout in the PPO update")
-    gamma: float = arg(0.9, "discount factor: the reward is dense (x progress every step), so a short horizon "
-                            "(1 / (1 - 0.9) = 10 steps) is the usual choice for Super Mario Bros")
-    gae_lambda: float = arg(0.95, "GAE lambda of the advantage estimate")
-    ent_coef: float = arg(0.01, "entropy bonus coefficient (keeps exploring the buttons)")
-    clip_range: float = arg(0.2, "PPO clip range of the policy ratio")
-    net_arch: list[int] = arg([64, 64], "hidden layer sizes of the policy and value MLPs (after flattening pixels, "
-                                        "state and mask)")
-    seed: int = arg(0, "seed of PPO, the training envs (env i gets seed + i) and thus of the reset no-ops")
-    out: Path | None = arg(None, "run folder (default: runs/player/<timestamp>); must not hold a run already")
-    checkpoint_freq: int = arg(50_000, "save a checkpoint every this many env steps (0: none)")
-    eval_freq: int = arg(20_000, "evaluate on a separate env every this many env steps, saving best_model.zip "
-                                 "(0: never)")
-    eval_episodes: int = arg(5, "episodes per evaluation (see --eval-deterministic)")
-    eval_seed: int = arg(10_000, "seed of the evaluation env, re-applied before every evaluation so all see the "
-                                 "same starts")
-    eval_deterministic: bool = arg(True, "evaluate with the most probable button (--no-eval-deterministic: sample "
-                                         "from the policy, as in training)")
-    final_eval_episodes: int = arg(10, "after training, evaluate final_model.zip and best_model.zip over this many "
-                                       "seeded episodes, deterministic and sampled, into summary.json (0: skip)")
-    resume: Path | None = arg(None, "continue from this checkpoint .zip (network, optimizer, step count); this "
-                                    "command's PPO options apply, its env options must match the checkpoint's")
-    torch_threads: int = arg(1, "torch CPU threads of the training process (1 leaves the other cores to the env "
-                                "workers)")
-    verbose: int = arg(0, "SB3 verbosity: 0 quiet, 1 prints the log tables", choices=[0, 1, 2])
-    progress: bool = arg(True, "show a tqdm progress bar")
+    stage: str = "1-1"
+    """stage to train on, 'W-S'"""
+    total_timesteps: int = 200_000
+    """env steps to train in this run (on --resume: added to the checkpoint's count), rounded up to whole rollouts
+    of n_steps x num_envs"""
+    num_envs: int = 2
+    """parallel envs: > 1 runs them in SubprocVecEnv worker processes (start method 'spawn'), 1 in-process
+    (DummyVecEnv)"""
+    sample_count: int = 256
+    """pixels sampled per frame, all the policy sees of the screen: the MLP's input grows with it (N x (2 + C)
+    values beside the 64-value state vector, which already locates Mario and the enemies), so a small N keeps
+    the network small and the updates fast"""
+    color: Literal[*sorted(COLOR_CHANNELS)] = "gray"
+    """colour mode of the samples: BT.601 luma (1 value per pixel) or RGB (3)"""
+    frame_skip: int = 4
+    """NES frames per step (the buttons are held for all of them)"""
+    buttons: Literal[*sorted(BUTTON_SETS)] = "simple"
+    """button set of the Discrete action (simple: 7 combos incl. NOOP, left, A)"""
+    pattern: Literal[*sorted(PATTERNS)] = "uniform_grid"
+    """fixed sampling pattern of every frame ('random'/'stratified' are redrawn every step); a player must be shown
+    the same pattern later"""
+    max_episode_steps: int = 1000
+    """time limit per episode in steps (gym.make's TimeLimit), so a stuck agent does not play out the whole game
+    clock; the agent's runs that cleared 1-1 took 389 to 575 steps"""
+    reward_scale: float = 1 / 15
+    """the game reward is multiplied by this (gymnasium TransformReward) before PPO sees it; logged rewards stay
+    unscaled"""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate (constant)"""
+    n_steps: int = 512
+    """steps per env per rollout (a rollout is n_steps x num_envs transitions)"""
+    batch_size: int = 128
+    """minibatch size of the PPO update (at most n_steps x num_envs)"""
+    n_epochs: int = 10
+    """passes over each rollout in the PPO update"""
+    gamma: float = 0.9
+    """discount factor: the reward is dense (x progress every step), so a short horizon (1 / (1 - 0.9) = 10 steps)
+    is the usual choice for Super Mario Bros"""
+    gae_lambda: float = 0.95
+    """GAE lambda of the advantage estimate"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient (keeps exploring the buttons)"""
+    clip_range: float = 0.2
+    """PPO clip range of the policy ratio"""
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    """hidden layer sizes of the policy and value MLPs (after flattening pixels, state and mask)"""
+    seed: int = 0
+    """seed of PPO, the training envs (env i gets seed + i) and thus of the reset no-ops"""
+    out: Path | None = None
+    """run folder (default: runs/player/<timestamp>); must not hold a run already"""
+    checkpoint_freq: int = 50_000
+    """save a checkpoint every this many env steps (0: none)"""
+    eval_freq: int = 20_000
+    """evaluate on a separate env every this many env steps, saving best_model.zip (0: never)"""
+    eval_episodes: int = 5
+    """episodes per evaluation (see --eval-deterministic)"""
+    eval_seed: int = 10_000
+    """seed of the evaluation env, re-applied before every evaluation so all see the same starts"""
+    eval_deterministic: bool = True
+    """evaluate with the most probable button (--no-eval-deterministic: sample from the policy, as in training)"""
+    final_eval_episodes: int = 10
+    """after training, evaluate final_model.zip and best_model.zip over this many seeded episodes, deterministic
+    and sampled, into summary.json (0: skip)"""
+    resume: Path | None = None
+    """continue from this checkpoint .zip (network, optimizer, step count); this command's PPO options apply, its
+    env options must match the checkpoint's"""
+    torch_threads: int = 1
+    """torch CPU threads of the training process (1 leaves the other cores to the env workers)"""
+    verbose: Literal[0, 1, 2] = 0
+    """SB3 verbosity: 0 quiet, 1 prints the log tables"""
+    progress: bool = True
+    """show stable-baselines3's progress bar (needs the rich package)"""
 
-class ArgumentError(ValueError):
-    """A bad option value; the message names the option."""
 
-
-def check_args(args: Args) -> None:
-    """Raise ArgumentError, naming the option, for any value the training cannot use."""
+def validate(args: Args) -> None:
+    """Raise ValueError, naming the option, for any value the training cannot use (the ranges tyro does not check)."""
     def need(condition: bool, message: str) -> None:
         if not condition:
-            raise ArgumentError(message)
+            raise ValueError(message)
 
     try:
         parse_stage(args.stage)
     except ValueError as error:
-        raise ArgumentError(f"--stage: {error}") from None
+        raise ValueError(f"--stage: {error}") from None
     need(args.total_timesteps >= 1, f"--total-timesteps must be at least 1, got {args.total_timesteps}")
     need(args.num_envs >= 1, f"--num-envs must be at least 1, got {args.num_envs}")
     need(1 <= args.sample_count <= FRAME_HEIGHT * FRAME_WIDTH,
          f"--sample-count must be in [1, {FRAME_HEIGHT * FRAME_WIDTH}] (the pixels of a frame), "
          f"got {args.sample_count}")
-    need(args.color in ("gray", "rgb"), f"--color must be 'gray' or 'rgb', got {args.color!r}")
     need(args.frame_skip >= 1, f"--frame-skip must be at least 1, got {args.frame_skip}")
-    need(args.buttons in BUTTON_SETS, f"--buttons must be one of {sorted(BUTTON_SETS)}, got {args.buttons!r}")
-    need(args.pattern in PATTERNS, f"--pattern must be one of {sorted(PATTERNS)}, got {args.pattern!r}")
     need(args.max_episode_steps >= 1, f"--max-episode-steps must be at least 1, got {args.max_episode_steps}")
     need(math.isfinite(args.reward_scale) and args.reward_scale > 0,
          f"--reward-scale must be a positive finite number, got {args.reward_scale}")
@@ -182,7 +198,7 @@ def check_args(args: Args) -> None:
         need(resume.is_file(), f"--resume {resume}: no such file (expected a checkpoint .zip saved by this script)")
         need(resume.suffix == ".zip", f"--resume {resume}: expected a .zip saved by stable-baselines3")
     if args.out is not None and (Path(args.out) / "config.json").exists():
-        raise ArgumentError(f"--out {args.out} already holds a run (config.json): choose a new folder, or leave --out "
+        raise ValueError(f"--out {args.out} already holds a run (config.json): choose a new folder, or leave --out "
                             "out for a fresh runs/player/<timestamp>; to continue that run use --resume "
                             "<its checkpoint or final_model.zip>")
 
@@ -291,34 +307,6 @@ class EpisodeStatsCallback(BaseCallback):
         self.logger.record("rollout/episodes", self.episodes)
 
 
-class ProgressCallback(BaseCallback):
-    """A tqdm progress bar over this run's env steps (SB3's own needs the ``rich`` package, not installed here)."""
-
-    def __init__(self, stats: EpisodeStatsCallback):
-        super().__init__()
-        self.stats = stats
-        self.bar = None
-
-    def _on_training_start(self) -> None:
-        interactive = sys.stderr.isatty()
-        self.bar = tqdm(total=self.locals["total_timesteps"] - self.model.num_timesteps, desc="train", unit="step",
-                        mininterval=0.5 if interactive else 30.0, dynamic_ncols=True)
-
-    def _on_step(self) -> bool:
-        self.bar.update(self.training_env.num_envs)
-        return True
-
-    def _on_rollout_end(self) -> None:
-        buffer = self.model.ep_info_buffer
-        if buffer:
-            self.bar.set_postfix(ep_rew=f"{np.mean([e['r'] for e in buffer]):.0f}",
-                                 x=f"{np.mean([e['furthest_x'] for e in buffer]):.0f}",
-                                 best_x=self.stats.best_furthest_x, flags=self.stats.flags, refresh=False)
-
-    def _on_training_end(self) -> None:
-        self.bar.close()
-
-
 class SGAPSEvalCallback(EvalCallback):
     """SB3's EvalCallback that re-seeds the eval env before each evaluation and logs furthest x and the flag share."""
 
@@ -348,7 +336,7 @@ class SGAPSEvalCallback(EvalCallback):
             record = {"timesteps": int(self.num_timesteps), "mean_reward": float(np.mean(rewards)),
                       "furthest_x": list(self._furthest), "flags": int(sum(self._is_success_buffer))}
             self.history.append(record)
-            tqdm.write(f"eval @ {self.num_timesteps:,} steps: reward {record['mean_reward']:.0f}, furthest x mean "
+            print(f"eval @ {self.num_timesteps:,} steps: reward {record['mean_reward']:.0f}, furthest x mean "
                        f"{np.mean(self._furthest):.0f} (max {max(self._furthest)}), flag {record['flags']}/"
                        f"{len(self._furthest)}{'  (new best)' if self.best_mean_reward > best_before else ''}")
         return keep_going
@@ -438,7 +426,7 @@ def load_for_resume(args: Args, config: dict[str, Any], env: VecEnv, tensorboard
         clashes = [f"{name}: checkpoint {saved.get(name)!r}, this run {config[name]!r}"
                    for name in SPACE_OPTIONS if saved.get(name) != config[name]]
         if clashes:
-            raise ArgumentError(f"--resume {args.resume} was trained with other observation/action spaces ("
+            raise ValueError(f"--resume {args.resume} was trained with other observation/action spaces ("
                                 + "; ".join(clashes) + "): pass the checkpoint's values, e.g. "
                                 + " ".join(f"--{name.replace('_', '-')} {saved.get(name)}" for name in SPACE_OPTIONS))
         changed = [f"{name} {saved.get(name)!r} -> {config[name]!r}" for name in config
@@ -449,7 +437,7 @@ def load_for_resume(args: Args, config: dict[str, Any], env: VecEnv, tensorboard
         model = PPO.load(args.resume, env=env, device="cpu", tensorboard_log=tensorboard_log, verbose=args.verbose,
                          **ppo_options(args))
     except ValueError as error:  # SB3's space check, for checkpoints without an env config
-        raise ArgumentError(f"--resume {args.resume} does not fit this env: {error}") from None
+        raise ValueError(f"--resume {args.resume} does not fit this env: {error}") from None
     if list(model.policy_kwargs.get("net_arch", [])) not in ([], list(args.net_arch)):
         print(f"note: --net-arch {args.net_arch} ignored; the checkpoint's network "
               f"{model.policy_kwargs['net_arch']} is kept")
@@ -459,7 +447,7 @@ def load_for_resume(args: Args, config: dict[str, Any], env: VecEnv, tensorboard
 
 def main(args: Args) -> dict[str, Any]:
     """Train, save and evaluate; returns the summary (also written to summary.json)."""
-    check_args(args)
+    validate(args)
     out = Path(args.out) if args.out is not None else default_out()
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.torch_threads)
@@ -507,8 +495,6 @@ def main(args: Args) -> dict[str, Any]:
                                           deterministic=args.eval_deterministic,
                                           verbose=args.verbose)
             callbacks.append(evaluator)
-        if args.progress:
-            callbacks.append(ProgressCallback(stats))
 
         print(f"training PPO on {config['env_id']} stage {args.stage}: {args.total_timesteps:,} steps, "
               f"{args.num_envs} env(s), {args.sample_count} {args.color} pixels ('{args.pattern}'), "
@@ -520,7 +506,7 @@ def main(args: Args) -> dict[str, Any]:
                 # one in-process eval env beside SubprocVecEnv training envs is intended: silence SB3's type warning
                 warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
                 model.learn(args.total_timesteps, callback=CallbackList(callbacks),
-                            reset_num_timesteps=args.resume is None, tb_log_name="PPO")
+                            reset_num_timesteps=args.resume is None, tb_log_name="PPO", progress_bar=args.progress)
         except KeyboardInterrupt:
             interrupted = True
             print("\ninterrupted: saving final_model.zip")
@@ -576,9 +562,4 @@ def main(args: Args) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parsed = parse_args(Args, __doc__)
-    try:
-        result = main(parsed)
-    except ArgumentError as error:
-        sys.exit(f"train_player.py: error: {error}")
-    sys.exit(130 if result["interrupted"] else 0)  # 130: stopped by Ctrl-C (final_model.zip is saved)
+    sys.exit(130 if run_script(main, Args, __doc__)["interrupted"] else 0)  # 130: stopped by Ctrl-C (final_model.zip is saved)

@@ -13,29 +13,46 @@ plus palette rotation (?-blocks, coins); plus the status-bar digits drawn from t
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from experiments.cli import arg, parse_args
-from models.dataset import session_seed
-from models.evaluation import session_frames
 from models.memory import MemoryBank, MemoryConfig, StagePriors
-from sgaps_env.coords import extract_pixels, make_pattern, uv_to_pixel
+from sgaps_env.cli import run_script
+from sgaps_env.coords import extract_pixels, frame_values, make_pattern, uv_to_pixel
+from sgaps_env.session_file import read_sessions
 from sgaps_env.sprites import HUD_ROWS, box_mask, sprite_boxes
 
 
 @dataclass
 class Args:
-    train: list[str] = arg(["data/train.h5"], "session files whose train split builds the priors")
-    heldout: list[str] = arg(["data/heldout.h5"], "held-out session files to replay")
-    sample_count: int = arg(500, "random pixels per frame")
-    max_steps: int = arg(150, "steps per held-out session")
-    prior_steps: int | None = arg(300, "steps per training session used for the priors")
-    seed: int = arg(0, "seed of the sampling")
+    """Options of the memory ablation."""
+
+    train: list[str] = field(default_factory=lambda: ["data/train.h5"])
+    """session files whose train split builds the priors"""
+    heldout: list[str] = field(default_factory=lambda: ["data/heldout.h5"])
+    """held-out session files to replay"""
+    sample_count: int = 500
+    """random pixels per frame"""
+    max_steps: int = 150
+    """steps per held-out session"""
+    prior_steps: int | None = 300
+    """steps per training session used for the priors (None: every step)"""
+    seed: int = 0
+    """seed of the sampling"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    for name in ("sample_count", "max_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.prior_steps is not None and args.prior_steps < 1:
+        raise ValueError(f"--prior-steps must be at least 1 (or None for every step), got {args.prior_steps}")
 
 
 def variants(priors: StagePriors) -> dict[str, MemoryBank]:
@@ -50,19 +67,22 @@ def variants(priors: StagePriors) -> dict[str, MemoryBank]:
     return banks
 
 
-def main(argv=None) -> dict:
-    args = parse_args(Args, __doc__, argv)
+def main(args: Args) -> dict:
+    validate(args)
     priors = StagePriors.from_session_files(args.train, split="train", max_steps_per_session=args.prior_steps)
     banks = variants(priors)
     errors = {name: {"status bar": [], "level outside sprites": [], "sprite boxes": [], "frame": []} for name in banks}
-    for key, session_id, frames, states, masks in session_frames(args.heldout, max_steps=args.max_steps):
-        rng = np.random.default_rng(session_seed(key, session_id, args.seed))
+    for session in read_sessions(args.heldout):
+        first_steps = slice(0, args.max_steps)
+        frames = session.frames(first_steps)
+        states, masks = session.states(first_steps)
+        rng = np.random.default_rng(session.seed(args.seed))
         for bank in banks.values():
             bank.reset()
         for frame, state, mask in zip(frames, states, masks):
             pixels = extract_pixels(frame, make_pattern("random", args.sample_count, rng), "rgb")
             rows, cols = uv_to_pixel(pixels[:, :2], 240, 256)
-            truth = frame / 255.0
+            truth = frame_values(frame, "rgb")
             sprites = box_mask(sprite_boxes(state, mask), margin=2)
             sprites[:HUD_ROWS] = False
             for name, bank in banks.items():
@@ -88,4 +108,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, Args, __doc__)

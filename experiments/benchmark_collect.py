@@ -25,31 +25,53 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import tyro
+
 from agents import collect
 from agents.players import PLAYERS
-from experiments.cli import arg, parse_args
+from sgaps_env import parse_stage
+from sgaps_env.cli import run_script
 from sgaps_env.coords import PATTERNS
-from sgaps_env.session_file import SessionFile
+from sgaps_env.session_file import list_sessions
 
 
 @dataclass
 class Args:
     """Options of the recording benchmark."""
 
-    player: str = arg("heuristic", "who plays", choices=sorted(PLAYERS))
-    pattern: str = arg("random", "sampling pattern", choices=sorted(PATTERNS))
-    stage: str = arg("1-1", "stage the episodes are played on")
-    steps: int = arg(2400, "steps each measurement records (at least; the last episode is completed)")
-    max_steps: int = arg(3000, "steps after which an episode is cut off")
-    rounds: int = arg(2, "rounds; each round runs (a), (b) and (c) once")
-    target_one: float = arg(0.80, "target for (b)/(a): one worker against the environment alone")
-    target_two: float = arg(1.7, "target for (c)/(b): two workers against one")
-    target_bytes: float = arg(2500.0, "target for the bytes stored per step")
-    json: str | None = arg(None, "also write the numbers to this JSON file")
+    player: Literal[*sorted(PLAYERS)] = "heuristic"
+    """who plays"""
+    pattern: Literal[*sorted(PATTERNS)] = "random"
+    """sampling pattern"""
+    stage: str = "1-1"
+    """stage the episodes are played on"""
+    steps: int = 2400
+    """steps each measurement records (at least; the last episode is completed)"""
+    max_steps: int = 3000
+    """steps after which an episode is cut off"""
+    rounds: int = 2
+    """rounds; each round runs (a), (b) and (c) once"""
+    target_one: float = 0.80
+    """target for (b)/(a): one worker against the environment alone"""
+    target_two: float = 1.7
+    """target for (c)/(b): two workers against one"""
+    target_bytes: float = 2500.0
+    """target for the bytes stored per step"""
+    json: str | None = None
+    """also write the numbers to this JSON file"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    for name in ("steps", "max_steps", "rounds"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    parse_stage(args.stage)
 
 
 @dataclass
@@ -66,7 +88,7 @@ class Result:
 
 
 def collect_args(args: Args, output: Path, workers: int) -> collect.Args:
-    return parse_args(collect.Args, argv=[
+    return tyro.cli(collect.Args, args=[
         "--player", args.player, "--pattern", args.pattern, "--stages", args.stage, "--frames", str(args.steps),
         "--max-steps", str(args.max_steps), "--workers", str(workers), "--output", str(output), "--no-progress"])
 
@@ -94,19 +116,21 @@ def record(args: Args, workers: int, folder: Path) -> tuple[float, Path]:
 
 def storage(path: Path) -> tuple[float, dict[str, float], int, int, int]:
     """Bytes per recorded step over every shard, the share of each dataset, steps, sessions and flags."""
-    session_file = SessionFile(path)
+    sessions = list_sessions(path)
     total_bytes, steps, flags, by_dataset = 0, 0, 0, {}
-    for entry, group in session_file.iter_sessions():
-        total_bytes += os.path.getsize(session_file.path.parent / entry.shard)
-        steps += int(group.attrs["steps"])
-        flags += bool(group.attrs["flag_get"])
-        for name, dataset in group.items():
-            by_dataset[name] = by_dataset.get(name, 0) + dataset.id.get_storage_size()
+    for session in sessions:
+        with session.group() as group:
+            total_bytes += os.path.getsize(group.file.filename)  # the shard the index links to
+            steps += int(group.attrs["steps"])
+            flags += bool(group.attrs["flag_get"])
+            for name, dataset in group.items():
+                by_dataset[name] = by_dataset.get(name, 0) + dataset.id.get_storage_size()
     return (total_bytes / steps, {name: size / steps for name, size in sorted(by_dataset.items())}, steps,
-            len(session_file), flags)
+            len(sessions), flags)
 
 
 def main(args: Args) -> Result:
+    validate(args)
     result = Result()
     folder = Path(tempfile.mkdtemp(prefix="sgaps-benchmark-collect-"))
     try:
@@ -148,4 +172,4 @@ def main(args: Args) -> Result:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__))
+    run_script(main, Args, __doc__)

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 if __package__ in (None, ""):  # run as a file (python experiments/benchmark_env.py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,27 +32,52 @@ import numpy as np
 from gym_super_mario_bros import SuperMarioBrosEnv
 from tqdm import tqdm
 
-from experiments.cli import arg, parse_args
 from sgaps_env import SGAPSSuperMarioBrosEnv, make_pattern
 from sgaps_env.buttons import combo_to_byte
+from sgaps_env.cli import run_script
+from sgaps_env.coords import COLOR_CHANNELS
 
 
 @dataclass
 class Args:
     """Options of the environment benchmark."""
 
-    rounds: int = arg(5, "rounds; each round runs every contestant once, in an order rotated per round")
-    seconds: float = arg(2.0, "seconds each contestant runs in each round")
-    warmup: float = arg(0.5, "seconds each contestant runs once, unmeasured, before the first round")
-    target: float = arg(0.90, "target for the ratio SGAPS fps / pure-emulator fps; below it the verdict is FAIL")
-    sample_count: int = arg(500, "pixels SGAPS samples per frame")
-    color: str = arg("gray", "colour mode of the SGAPS samples", choices=["gray", "rgb"])
-    frame_skip: int = arg(4, "NES frames per SGAPS step")
-    jump_period: int = arg(48, "period in frames of the button schedule: right+B always, A for --jump-frames of them")
-    jump_frames: int = arg(16, "frames at the start of every period in which A is held too (Mario jumps)")
-    seed: int = arg(0, "seed of the SGAPS reset no-ops and of the fixed random coords")
-    json: str | None = arg(None, "also write the numbers to this JSON file")
-    progress: bool = arg(True, "show a progress bar")
+    rounds: int = 5
+    """rounds; each round runs every contestant once, in an order rotated per round"""
+    seconds: float = 2.0
+    """seconds each contestant runs in each round"""
+    warmup: float = 0.5
+    """seconds each contestant runs once, unmeasured, before the first round"""
+    target: float = 0.90
+    """target for the ratio SGAPS fps / pure-emulator fps; below it the verdict is FAIL"""
+    sample_count: int = 500
+    """pixels SGAPS samples per frame"""
+    color: Literal[*sorted(COLOR_CHANNELS)] = "gray"
+    """colour mode of the SGAPS samples"""
+    frame_skip: int = 4
+    """NES frames per SGAPS step"""
+    jump_period: int = 48
+    """period in frames of the button schedule: right+B always, A for --jump-frames of them"""
+    jump_frames: int = 16
+    """frames at the start of every period in which A is held too (Mario jumps)"""
+    seed: int = 0
+    """seed of the SGAPS reset no-ops and of the fixed random coords"""
+    json: str | None = None
+    """also write the numbers to this JSON file"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    for name in ("rounds", "sample_count", "frame_skip"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.seconds <= 0 or args.warmup < 0:
+        raise ValueError(f"--seconds must be positive and --warmup 0 or more, got {args.seconds} and {args.warmup}")
+    if args.jump_period < 1 or not 0 <= args.jump_frames <= args.jump_period:
+        raise ValueError(f"need --jump-period >= 1 and 0 <= --jump-frames <= --jump-period, got {args.jump_period} "
+                         f"and {args.jump_frames}")
 
 
 #: The contestants, in their order in round 0.
@@ -259,6 +285,16 @@ def measure(rounds: int = 5, seconds: float = 2.0, warmup: float = 0.5, target: 
         gym_smb.close()
         sgaps.close()
 
+    return compare(result)
+
+
+def compare(result: BenchmarkResult) -> BenchmarkResult:
+    """Fill in the medians, ratios, overheads and the verdict from the per-round measurements
+    (``fps``, ``frames``, ``steps``, ``elapsed``, ``sgaps_step_us_without_emulation``); returns ``result``.
+
+    The ratios compare medians over the rounds, so that one disturbed round moves neither side.
+    """
+    rounds = len(result.fps["emulator"])
     result.median_fps = {name: statistics.median(result.fps[name]) for name in CONTESTANTS}
     result.ratio_sgaps = result.median_fps["sgaps"] / result.median_fps["emulator"]
     result.ratio_gym_smb = result.median_fps["gym_smb"] / result.median_fps["emulator"]
@@ -266,9 +302,9 @@ def measure(rounds: int = 5, seconds: float = 2.0, warmup: float = 0.5, target: 
         per_round = [_overhead_us_per_step(result.frames[name][r], result.steps[name][r], result.elapsed[name][r],
                                            result.fps["emulator"][r]) for r in range(rounds)]
         setattr(result, attribute, statistics.median(per_round))
-    emulation_us_per_step = frame_skip / result.median_fps["emulator"] * 1e6
+    emulation_us_per_step = result.frame_skip / result.median_fps["emulator"] * 1e6
     result.expected_ratio_sgaps = emulation_us_per_step / (emulation_us_per_step + result.sgaps_step_us_without_emulation)
-    result.passed = result.ratio_sgaps >= target
+    result.passed = result.ratio_sgaps >= result.target
     return result
 
 
@@ -317,6 +353,7 @@ def format_report(result: BenchmarkResult) -> str:
 
 
 def main(args: Args) -> BenchmarkResult:
+    validate(args)
     result = measure(rounds=args.rounds, seconds=args.seconds, warmup=args.warmup, target=args.target,
                      sample_count=args.sample_count, color=args.color, frame_skip=args.frame_skip,
                      jump_period=args.jump_period, jump_frames=args.jump_frames, seed=args.seed,
@@ -331,4 +368,4 @@ def main(args: Args) -> BenchmarkResult:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__))
+    run_script(main, Args, __doc__)

@@ -20,48 +20,63 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
 
 from agents.players import make_player
-from experiments.cli import arg, parse_args
 from models.baselines import make_baseline
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor, collate_inputs
-from sgaps_env import SGAPSSuperMarioBrosEnv, make_pattern
+from sgaps_env import SGAPSSuperMarioBrosEnv
+from sgaps_env.cli import run_script
+from sgaps_env.coords import color_for
+from sgaps_env.rollout import Rollout
+from sgaps_env.sampler import PatternSampler
 
 
 @dataclass
 class Args:
-    checkpoint: Path = arg(DEFAULT_CHECKPOINT, "SPT checkpoint")
-    sample_count: int = arg(500, "pixels per frame")
-    frames: int = arg(96, "frames of the played session used for timing")
-    batch: int = arg(32, "frames per batched network call")
-    rounds: int = arg(3, "interleaved timing rounds (the median is reported)")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default)")
-    seed: int = arg(0, "seed of the play and the sampling")
+    """Options of the reconstructor benchmark."""
+
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    """SPT checkpoint"""
+    sample_count: int = 500
+    """pixels per frame"""
+    frames: int = 96
+    """frames of the played session used for timing"""
+    batch: int = 32
+    """frames per batched network call"""
+    rounds: int = 3
+    """interleaved timing rounds (the median is reported)"""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)"""
+    seed: int = 0
+    """seed of the play and the sampling"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    for name in ("sample_count", "frames", "batch", "rounds"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.frames < args.batch:
+        raise ValueError(f"--frames {args.frames} is smaller than --batch {args.batch}: play more frames")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's default) or a positive count, got {args.threads}")
 
 
 def play(args: Args, color: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``(pixels, state, state_mask)`` of --frames steps of real play."""
+    """``(pixels, state, state_mask)`` of --frames steps of real play (reset rows left out)."""
     env = SGAPSSuperMarioBrosEnv(stage="1-1", sample_count=args.sample_count, color=color)
-    player = make_player("heuristic")
-    rng = np.random.default_rng(args.seed)
-    coords = make_pattern("random", args.sample_count, rng)
-    observation, info = env.reset(seed=args.seed, options={"coords": coords})
-    player.reset(args.seed)
-    steps = []
-    while len(steps) < args.frames:
-        coords = make_pattern("random", args.sample_count, rng)
-        observation, _, terminated, truncated, info = env.step({"buttons": player.act(observation, info),
-                                                                "coords": coords})
-        steps.append((observation["pixels"].copy(), observation["state"].copy(), observation["state_mask"].copy()))
-        if terminated or truncated:
-            observation, info = env.reset(options={"coords": coords})
-            player.reset()
-    env.close()
-    return steps
+    rollout = Rollout(env, make_player("heuristic"), PatternSampler("random", args.sample_count), seed=args.seed,
+                      episodes=args.frames, total_steps=args.frames)
+    try:
+        return [(step.observation["pixels"].copy(), step.observation["state"].copy(),
+                 step.observation["state_mask"].copy()) for step in rollout if step.step > 0]
+    finally:
+        env.close()
 
 
 def per_frame_ms(reconstructor, steps) -> float:
@@ -72,12 +87,12 @@ def per_frame_ms(reconstructor, steps) -> float:
     return (time.perf_counter() - start) * 1000 / len(steps)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(Args, __doc__, argv)
+def main(args: Args) -> dict:
+    validate(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     spt = SPTReconstructor(args.checkpoint)
-    color = "rgb" if spt.channels == 3 else "gray"
+    color = color_for(spt.channels)
     steps = play(args, color)
     # the batched network sees inputs prepared in session order (the memory is sequential)
     spt.reset()
@@ -86,8 +101,6 @@ def main(argv=None) -> dict:
         prepared.append(spt.inputs(pixels, state, mask))
         spt.reconstruct(pixels, state, mask)
     batches = [collate_inputs(prepared[i:i + args.batch]) for i in range(0, len(prepared) - args.batch + 1, args.batch)]
-    if not batches:
-        raise ValueError(f"--frames {args.frames} is smaller than --batch {args.batch}: play more frames")
     baselines = {name: make_baseline(name) for name in ("telea", "ns", "nearest")}
 
     timings: dict[str, list[float]] = {"spt_batch1_ms": [], "spt_batched_fps": [],
@@ -117,4 +130,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, Args, __doc__)

@@ -20,41 +20,45 @@ parameters and counts, which models.dataset.SessionDataset(paths, index=OUTPUT) 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.cli import arg, parse_args
+
 from models.cleaning import CLOCK_FIELDS, CleaningConfig, clean_sessions, default_index_path, format_report
-from sgaps_env.session_file import SessionFileError
+from sgaps_env.cli import run_script
 
 
 @dataclass
 class Args:
     """Options of the cleaning pipeline."""
 
-    inputs: list[Path] = arg([Path("data/sessions.h5")], "session files (index .h5 written by agents/collect.py) "
-                                                         "to clean together")
-    output: Path | None = arg(None, "where to write the cleaned index (.npz); default: beside the first input, "
-                                    "sessions.h5 -> sessions.clean.npz")
-    min_pixels: int = arg(1, "stage 1: drop rows with fewer valid sampled pixels than this (distinct in-frame "
-                             "positions with finite values in [0, 1])")
-    require_playing: bool = arg(True, "stage 1: drop rows whose game_mode field is valid and not 1 (playing): "
-                                      "title/demo screen, end-of-world sequence")
-    min_velocity: float = arg(1e-6, "stage 2: drop rows whose state changed less than this since the previous "
-                                    "row (L2 norm over fields valid in both rows, clocks excluded); 1e-6 drops "
-                                    "exactly-unchanged states only, since any real change is >= 1e-5")
-    ignore_fields: list[str] = arg(list(CLOCK_FIELDS), "state fields left out of the velocity and the clustering "
-                                                       "(clocks that tick while nothing happens)")
-    balance: bool = arg(True, "stage 3: balance the rows by k-means clusters of their state vectors")
-    clusters: int = arg(32, "stage 3: number of k-means clusters (fewer if there are fewer distinct states)")
-    cluster_cap: int | None = arg(None, "stage 3: keep at most this many rows per cluster; default: "
-                                        "--cap-factor x the median cluster size")
-    cap_factor: float = arg(2.0, "stage 3: the default cap as a multiple of the median cluster size")
-    seed: int = arg(0, "seed of k-means and of the down-sampling of over-full clusters")
-    progress: bool = arg(True, "show a progress bar while reading sessions")
+    inputs: list[Path] = field(default_factory=lambda: [Path("data/sessions.h5")])
+    """session files (index .h5 written by agents/collect.py) to clean together"""
+    output: Path | None = None
+    """where to write the cleaned index (.npz); default: beside the first input, sessions.h5 -> sessions.clean.npz"""
+    min_pixels: int = 1
+    """stage 1: drop rows with fewer valid sampled pixels than this (distinct in-frame positions with finite values in [0, 1])"""
+    require_playing: bool = True
+    """stage 1: drop rows whose game_mode field is valid and not 1 (playing): title/demo screen, end-of-world sequence"""
+    min_velocity: float = 1e-6
+    """stage 2: drop rows whose state changed less than this since the previous row (L2 norm over fields valid in both rows, clocks excluded); 1e-6 drops exactly-unchanged states only, since any real change is >= 1e-5"""
+    ignore_fields: list[str] = field(default_factory=lambda: list(CLOCK_FIELDS))
+    """state fields left out of the velocity and the clustering (clocks that tick while nothing happens)"""
+    balance: bool = True
+    """stage 3: balance the rows by k-means clusters of their state vectors"""
+    clusters: int = 32
+    """stage 3: number of k-means clusters (fewer if there are fewer distinct states)"""
+    cluster_cap: int | None = None
+    """stage 3: keep at most this many rows per cluster; default: --cap-factor x the median cluster size"""
+    cap_factor: float = 2.0
+    """stage 3: the default cap as a multiple of the median cluster size"""
+    seed: int = 0
+    """seed of k-means and of the down-sampling of over-full clusters"""
+    progress: bool = True
+    """show a progress bar while reading sessions"""
 
 
 def main(args: Args) -> dict:
@@ -73,8 +77,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args(Args, __doc__))
-    except (ValueError, FileNotFoundError, SessionFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, Args, __doc__)

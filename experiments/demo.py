@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 if __package__ in (None, ""):  # run as a file (python experiments/demo.py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,40 +28,94 @@ if __package__ in (None, ""):  # run as a file (python experiments/demo.py): mak
 import matplotlib
 
 matplotlib.use("Agg")  # headless: files only, no window
+import gymnasium as gym
 import matplotlib.pyplot as plt
 import numpy as np
 from tqdm import tqdm
 
 from agents.players import PLAYERS, make_player
-from experiments.cli import arg, parse_args
 from models.baselines import BASELINES, make_baseline
 from models.metrics import frame_metrics
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
-from sgaps_env import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, SGAPSSuperMarioBrosEnv, make_pattern
-from sgaps_env.coords import RANDOM_PATTERNS, channels_for, frame_values
+from sgaps_env import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, SGAPSSuperMarioBrosEnv
+from sgaps_env.cli import run_script
+from sgaps_env.coords import COLOR_CHANNELS, channels_for, frame_values
 from sgaps_env.render import sample_canvas
+from sgaps_env.rollout import Rollout
+from sgaps_env.sampler import PatternSampler
 
 
 @dataclass
 class Args:
     """Options of the demo."""
 
-    steps: int = arg(300, "environment steps to play (the env restarts the stage whenever Mario dies)")
-    stage: str = arg("1-1", "stage to play, 'W-S'")
-    player: str = arg("heuristic", "who presses the buttons", choices=sorted(PLAYERS))
-    pattern: str = arg("random", "sampling pattern ('random' and 'stratified' are redrawn every frame)",
-                       choices=sorted(PATTERNS))
-    sample_count: int = arg(500, "pixels sampled per frame")
-    color: str = arg("rgb", "colour mode of the samples (the checkpoint's mode)", choices=["gray", "rgb"])
-    checkpoint: Path = arg(DEFAULT_CHECKPOINT, "SPT checkpoint (the shipped one by default)")
-    baseline: str = arg("hold", "non-learned reconstructor shown beside the SPT", choices=sorted(BASELINES))
-    gif_every: int = arg(2, "put every n-th step into demo.gif (0: no GIF)")
-    frame_skip: int = arg(4, "NES frames per step")
-    moments: int = arg(4, "moments of the run shown in frames.png, spread evenly over it")
-    dot: int = arg(3, "side in pixels of the square drawn for each sample in frames.png (1 = honest size)")
-    seed: int = arg(0, "seed of the pattern, the env's reset no-ops and the random player")
-    out: Path = arg(Path("outputs/demo"), "folder to write frames.png and summary.txt into")
-    progress: bool = arg(True, "show a progress bar")
+    steps: int = 300
+    """environment steps to play (the env restarts the stage whenever Mario dies)"""
+    stage: str = "1-1"
+    """stage to play, 'W-S'"""
+    player: Literal[*sorted(PLAYERS)] = "heuristic"
+    """who presses the buttons"""
+    pattern: Literal[*sorted(PATTERNS)] = "random"
+    """sampling pattern ('random' and 'stratified' are redrawn every frame)"""
+    sample_count: int = 500
+    """pixels sampled per frame"""
+    color: Literal[*sorted(COLOR_CHANNELS)] = "rgb"
+    """colour mode of the samples (the checkpoint's mode)"""
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    """SPT checkpoint (the shipped one by default)"""
+    baseline: Literal[*sorted(BASELINES)] = "hold"
+    """non-learned reconstructor shown beside the SPT"""
+    gif_every: int = 2
+    """put every n-th step into demo.gif (0: no GIF)"""
+    frame_skip: int = 4
+    """NES frames per step"""
+    moments: int = 4
+    """moments of the run shown in frames.png, spread evenly over it"""
+    dot: int = 3
+    """side in pixels of the square drawn for each sample in frames.png (1 = honest size)"""
+    seed: int = 0
+    """seed of the pattern, the env's reset no-ops and the random player"""
+    out: Path = Path("outputs/demo")
+    """folder to write frames.png, demo.gif and the summaries into"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.sample_count < 1:
+        raise ValueError(f"--sample-count must be at least 1, got {args.sample_count}")
+    if args.moments < 1 or args.dot < 1:
+        raise ValueError(f"--moments and --dot must be at least 1, got {args.moments} and {args.dot}")
+    if args.gif_every < 0:
+        raise ValueError(f"--gif-every must be 0 (no GIF) or a positive step interval, got {args.gif_every}")
+    if args.frame_skip < 1:
+        raise ValueError(f"--frame-skip must be at least 1, got {args.frame_skip}")
+
+
+class StopwatchEnv(gym.Wrapper):
+    """Adds up the seconds spent in the wrapped env's ``reset`` and ``step``: the env's own speed,
+    without the reconstructions the demo runs between its steps."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.seconds = 0.0
+
+    def reset(self, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.env.reset(**kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def step(self, action):
+        start = time.perf_counter()
+        try:
+            return self.env.step(action)
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 @dataclass
@@ -133,84 +188,67 @@ def write_gif(panels: list[np.ndarray], path: Path, frame_ms: int) -> None:
 
 def main(args: Args) -> dict:
     """Play, measure, draw; returns the summary's numbers."""
-    if args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    if args.moments < 1 or args.dot < 1:
-        raise ValueError(f"--moments and --dot must be at least 1, got {args.moments} and {args.dot}")
+    validate(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    env = SGAPSSuperMarioBrosEnv(stage=args.stage, sample_count=args.sample_count, color=args.color,
-                                 frame_skip=args.frame_skip, initial_pattern=args.pattern, return_frame=True)
+    env = StopwatchEnv(SGAPSSuperMarioBrosEnv(stage=args.stage, sample_count=args.sample_count, color=args.color,
+                                              frame_skip=args.frame_skip, initial_pattern=args.pattern,
+                                              return_frame=True))
     player = make_player(args.player, **({"seed": args.seed} if args.player == "random" else {}))
     spt = SPTReconstructor(args.checkpoint)
     if spt.channels != channels_for(args.color):
         raise ValueError(f"{args.checkpoint} reconstructs {'RGB' if spt.channels == 3 else 'luma'}: "
                          f"use --color {'rgb' if spt.channels == 3 else 'gray'}")
     baseline = make_baseline(args.baseline)
-    pattern_rng = np.random.default_rng(args.seed)
-    coords = make_pattern(args.pattern, args.sample_count, pattern_rng)
+    sampler = PatternSampler(args.pattern, args.sample_count)
     keep = set(moment_steps(args.steps, args.moments))
     metrics = {"spt": [], args.baseline: []}
     gif_panels: list[np.ndarray] = []
-
-    env_seconds = 0.0
-    frames = 0  # emulated frames of the finished episodes
-    episodes, deaths, flags, furthest_x = 1, 0, 0, 0
     psnrs = np.empty(args.steps)
     moments: list[Moment] = []
+    # every episode has at least one step, so --steps episodes always reach --steps steps
+    rollout = Rollout(env, player, sampler, seed=args.seed, episodes=args.steps, total_steps=args.steps)
     start = time.perf_counter()
-    tick = time.perf_counter()
-    observation, info = env.reset(seed=args.seed, options={"coords": coords})
-    env_seconds += time.perf_counter() - tick
-    player.reset(args.seed)
-    spt.reset()
-    baseline.reset()
+    played = 0
     try:
-        for step in tqdm(range(args.steps), desc="demo", unit="step", disable=not args.progress):
-            buttons = player.act(observation, info)
-            if args.pattern in RANDOM_PATTERNS:
-                coords = make_pattern(args.pattern, args.sample_count, pattern_rng)
-            tick = time.perf_counter()
-            observation, _, terminated, truncated, info = env.step({"buttons": buttons, "coords": coords})
-            env_seconds += time.perf_counter() - tick
-
-            truth = frame_values(info["frame"], args.color)
-            pictures = {}
-            for name, reconstructor in (("spt", spt), (args.baseline, baseline)):
-                tick = time.perf_counter()
-                pictures[name] = reconstructor.reconstruct(observation["pixels"], observation["state"],
-                                                           observation["state_mask"])
-                elapsed = (time.perf_counter() - tick) * 1000
-                metrics[name].append({**frame_metrics(pictures[name], truth, observation["state"],
-                                                      observation["state_mask"]), "ms": elapsed})
-            psnrs[step] = metrics["spt"][-1]["psnr"]
-            furthest_x = max(furthest_x, int(info["x_pos"]))
-            if step in keep:
-                moments.append(Moment(step, episodes, int(info["x_pos"]), info["frame"], observation["pixels"],
-                                      pictures["spt"], pictures[args.baseline], metrics["spt"][-1]["psnr"],
-                                      metrics[args.baseline][-1]["psnr"]))
-            if args.gif_every and step % args.gif_every == 0:
-                gap = np.full((FRAME_HEIGHT, 4, 3), 255, np.uint8)
-                gif_panels.append(np.concatenate([info["frame"], gap, to_uint8(pictures["spt"]), gap,
-                                                  to_uint8(pictures[args.baseline])], axis=1))
-            if terminated or truncated:
-                frames += info["frame_index"]
-                flags += bool(info["flag_get"])
-                deaths += not info["flag_get"]
-                if step + 1 < args.steps:
-                    tick = time.perf_counter()
-                    observation, info = env.reset(options={"coords": coords})
-                    env_seconds += time.perf_counter() - tick
-                    player.reset()
+        with tqdm(total=args.steps, desc="demo", unit="step", disable=not args.progress) as bar:
+            for step in rollout:
+                if step.step == 0:  # a new episode: each reconstructor starts a fresh memory of it
                     spt.reset()
                     baseline.reset()
-                    episodes += 1
-        if not (terminated or truncated):
-            frames += info["frame_index"]
+                    continue
+                observation, info = step.observation, step.info
+                truth = frame_values(info["frame"], args.color)
+                pictures = {}
+                for name, reconstructor in (("spt", spt), (args.baseline, baseline)):
+                    tick = time.perf_counter()
+                    pictures[name] = reconstructor.reconstruct(observation["pixels"], observation["state"],
+                                                               observation["state_mask"])
+                    elapsed = (time.perf_counter() - tick) * 1000
+                    metrics[name].append({**frame_metrics(pictures[name], truth, observation["state"],
+                                                          observation["state_mask"]), "ms": elapsed})
+                psnrs[played] = metrics["spt"][-1]["psnr"]
+                if played in keep:
+                    moments.append(Moment(played, step.episode + 1, int(info["x_pos"]), info["frame"],
+                                          observation["pixels"], pictures["spt"], pictures[args.baseline],
+                                          metrics["spt"][-1]["psnr"], metrics[args.baseline][-1]["psnr"]))
+                if args.gif_every and played % args.gif_every == 0:
+                    gap = np.full((FRAME_HEIGHT, 4, 3), 255, np.uint8)
+                    gif_panels.append(np.concatenate([info["frame"], gap, to_uint8(pictures["spt"]), gap,
+                                                      to_uint8(pictures[args.baseline])], axis=1))
+                played += 1
+                bar.update()
     finally:
         env.close()
     run_seconds = time.perf_counter() - start
+    env_seconds = env.seconds
+    summaries = rollout.summaries
+    frames = sum(summary.emulated_frames for summary in summaries)  # reset no-ops included
+    episodes = len(summaries)
+    flags = sum(summary.flag_get for summary in summaries)
+    deaths = sum(summary.terminated and not summary.flag_get for summary in summaries)
+    furthest_x = max(summary.furthest_x for summary in summaries)
 
     plot_moments(moments, args, out / "frames.png")
     if gif_panels:
@@ -259,7 +297,7 @@ def main(args: Args) -> dict:
         f"env speed:          {summary['env_steps_per_second']:.0f} steps/s = "
         f"{summary['env_frames_per_second']:.0f} emulated frames/s (env.reset/step only; "
         f"whole loop with reconstructions {run_seconds:.1f} s)",
-        f"sample_count:       {args.sample_count} per frame, pattern '{args.pattern}' ({'redrawn every frame' if args.pattern in RANDOM_PATTERNS else 'fixed'}), color {args.color}",
+        f"sample_count:       {args.sample_count} per frame, pattern '{args.pattern}' ({'redrawn every frame' if sampler.redraw else 'fixed'}), color {args.color}",
         f"data per frame:     {sampled_bytes:,} bytes of sampled values ({args.sample_count} x {channels} uint8) vs "
         f"{frame_bytes:,} bytes for a full RGB frame ({sampled_bytes / frame_bytes:.2%}; "
         f"{FRAME_HEIGHT * FRAME_WIDTH * channels:,} bytes for a full {args.color} frame)",
@@ -276,4 +314,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__))
+    run_script(main, Args, __doc__)

@@ -21,9 +21,9 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 if __package__ in (None, ""):  # run as a file (python experiments/evaluate_players.py): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,8 +31,10 @@ if __package__ in (None, ""):  # run as a file (python experiments/evaluate_play
 from tqdm import tqdm
 
 from agents.players import PLAYERS, make_player
-from experiments.cli import arg, parse_args
-from sgaps_env import SGAPSSuperMarioBrosEnv, make_pattern, parse_stage
+from sgaps_env import SGAPSSuperMarioBrosEnv, parse_stage
+from sgaps_env.cli import run_script
+from sgaps_env.rollout import Rollout
+from sgaps_env.sampler import PatternSampler
 
 DEFAULT_PLAYERS = ["heuristic", "run_right", "random"]
 DEFAULT_STAGES = ["1-1", "1-2", "2-1", "3-1", "4-1"]
@@ -42,17 +44,36 @@ DEFAULT_STAGES = ["1-1", "1-2", "2-1", "3-1", "4-1"]
 class Args:
     """Options of the evaluation."""
 
-    players: list[str] = arg(DEFAULT_PLAYERS, "players to evaluate, by name", choices=sorted(PLAYERS))
-    stages: list[str] = arg(DEFAULT_STAGES, "stages to play, 'W-S' each")
-    episodes: int = arg(10, "episodes per player and stage; episode i uses seed i for the env and the player")
-    max_steps: int = arg(3000, "step cap per episode (an episode also ends at death or the flag)")
-    sample_count: int = arg(16, "pixels sampled per frame (they play no part in choosing buttons)")
-    frame_skip: int = arg(4, "NES frames per step")
-    set: list[str] = arg([], "player options as PLAYER.KEY=VALUE (VALUE read as JSON, else as text), "
-                             "e.g. heuristic.jitter=0 heuristic.hop_hold=8")
-    workers: int = arg(1, "processes playing (player, stage) pairs in parallel")
-    json: str | None = arg(None, "also write every episode and the table's numbers to this JSON file")
-    progress: bool = arg(True, "show a progress bar")
+    players: list[Literal[*sorted(PLAYERS)]] = field(default_factory=lambda: list(DEFAULT_PLAYERS))
+    """players to evaluate, by name"""
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
+    """stages to play, 'W-S' each"""
+    episodes: int = 10
+    """episodes per player and stage; episode i uses seed i for the env and the player"""
+    max_steps: int = 3000
+    """step cap per episode (an episode also ends at death or the flag)"""
+    sample_count: int = 16
+    """pixels sampled per frame (they play no part in choosing buttons)"""
+    frame_skip: int = 4
+    """NES frames per step"""
+    set: list[str] = field(default_factory=list)
+    """player options as PLAYER.KEY=VALUE (VALUE read as JSON, else as text), e.g. heuristic.jitter=0 heuristic.hop_hold=8"""
+    workers: int = 1
+    """processes playing (player, stage) pairs in parallel"""
+    json: str | None = None
+    """also write every episode and the table's numbers to this JSON file"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    for name in ("episodes", "max_steps", "sample_count", "frame_skip", "workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for stage in args.stages:
+        parse_stage(stage)
+    parse_options(args.set, args.players)
 
 
 @dataclass
@@ -110,20 +131,15 @@ def play_episodes(player_name: str, stage: str, episodes: int, max_steps: int = 
     env = SGAPSSuperMarioBrosEnv(stage=stage, sample_count=sample_count, frame_skip=frame_skip)
     try:
         player = make_player(player_name, **(options or {}))
-        coords = make_pattern("uniform_grid", sample_count)
+        sampler = PatternSampler("uniform_grid", sample_count)
         results = []
         for seed in range(episodes):
-            observation, info = env.reset(seed=seed, options={"coords": coords})
-            player.reset(seed)
-            furthest = int(info["x_pos"])
-            steps, terminated = 0, False
-            while steps < max_steps and not terminated:
-                buttons = player.act(observation, info)
-                observation, _, terminated, _, info = env.step({"buttons": buttons, "coords": coords})
-                steps += 1
-                furthest = max(furthest, int(info["x_pos"]))
-            flag = bool(info["flag_get"])
-            results.append(Episode(player_name, stage, seed, flag, terminated and not flag, furthest, steps))
+            rollout = Rollout(env, player, sampler, seed=seed, max_steps=max_steps)
+            for _ in rollout:
+                pass
+            summary = rollout.summary
+            results.append(Episode(player_name, stage, seed, summary.flag_get,
+                                   summary.terminated and not summary.flag_get, summary.furthest_x, summary.steps))
             if on_episode is not None:
                 on_episode()
         return results
@@ -191,6 +207,7 @@ def evaluate(players: list[str], stages: list[str], episodes: int, max_steps: in
 
 def main(args: Args) -> list[Row]:
     """Play, tabulate, print (and optionally write JSON); returns the table's rows."""
+    validate(args)
     start = time.perf_counter()
     options = parse_options(args.set, args.players)
     episodes = evaluate(args.players, args.stages, args.episodes, args.max_steps, args.sample_count,
@@ -213,4 +230,4 @@ def main(args: Args) -> list[Row]:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__))
+    run_script(main, Args, __doc__)

@@ -2,7 +2,7 @@
 
     python experiments/evaluate_policies.py --data data/heldout.h5
 
-For each policy and budget, every session is replayed in order (``agents.policy_replay``): the
+For each policy and budget, every session is replayed in order (``models.policy_replay``): the
 policy chooses each frame's coordinates from what it has seen so far, the values come from the
 recorded true frame and travel up as wire messages, the reconstructor (--reconstructor: the SPT
 or a baseline) rebuilds the frame, and the coordinates travel down as the policy's compact
@@ -22,61 +22,104 @@ policy: where it sampled and what the reconstructor made of it).
 from __future__ import annotations
 
 import csv
+import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import numpy as np
+from tqdm.auto import tqdm
 
-from agents.players import make_player  # noqa: E402
-from agents.policies import (FAMILIES, POLICY_NAMES, MaskUpdateScheduler, ScheduledPolicy,  # noqa: E402
-                             make_policy)
-from agents.policy_replay import replay_session, run_live  # noqa: E402
-from experiments.cli import arg, parse_args  # noqa: E402
-from experiments.evaluate_reconstructors import markdown_table  # noqa: E402
-from models.baselines import BASELINES, make_baseline  # noqa: E402
-from models.dataset import session_entries, session_seed  # noqa: E402
-from models.evaluation import read_session, summarize  # noqa: E402
-from models.importance import ImportanceAnalyzer  # noqa: E402
-from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor  # noqa: E402
+from agents.players import make_player
+from agents.policies import POLICY_NAMES, SCHEDULES, MaskUpdateScheduler, ScheduledPolicy, make_policy
+from experiments.evaluate_reconstructors import markdown_table
+from models.baselines import BASELINES, make_baseline
+from models.evaluation import summarize
+from models.importance import ImportanceAnalyzer
+from models.policy_replay import replay_offline, run_live
+from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
+from sgaps_env.cli import run_script
+from sgaps_env.coords import COLOR_CHANNELS
+from sgaps_env.session_file import RecordedSession, list_sessions
 
 #: Where `python experiments/train_sampler.py` (default --output runs/sampler) writes the learned sampler.
 DEFAULT_SAMPLER = Path("runs/sampler/final_model.zip")
-#: The columns of a replayed frame (``agents.policy_replay.replay_session``) and of a live one (``run_live``).
+#: The columns of a replayed frame (``models.policy_replay.replay_offline``) and of a live one (``run_live``).
 METRICS = ("psnr", "ssim", "foreground_psnr", "uplink_bytes", "uplink_gray_bytes", "downlink_bytes", "policy_ms",
            "reconstruct_ms")
 LIVE_METRICS = ("psnr", "ssim", "foreground_psnr")
 
 
+PolicyName = Literal[*POLICY_NAMES]
+
+
 @dataclass
 class Args:
-    data: list[str] = arg(["data/heldout.h5"], "held-out session files with true frames")
-    policies: list[str] = arg(list(POLICY_NAMES), "policies to score", choices=list(POLICY_NAMES))
-    scheduled: list[str] = arg(["importance"], "also score these policies under the mask-update --schedule",
-                               choices=list(POLICY_NAMES))
-    schedule: str = arg("interval", "mask-update strategy of the scheduled variants",
-                        choices=["fixed", "interval", "quality", "adaptive"])
-    schedule_interval: int = arg(4, "frames between mask updates (interval and adaptive schedules)")
-    quality_threshold: float = arg(0.95, "SSIM below which the quality and adaptive schedules update the mask")
-    reconstructor: str = arg("spt", "what reconstructs the frames", choices=["spt", *BASELINES])
-    checkpoint: Path = arg(DEFAULT_CHECKPOINT, "SPT checkpoint (reconstructor and importance maps)")
-    learned_model: Path = arg(DEFAULT_SAMPLER, "the learned sampler (.zip from experiments/train_sampler.py)")
-    budgets: list[int] = arg([250, 500, 1000], "pixels per frame")
-    color: str = arg("rgb", "colour of the samples (the SPT checkpoint's)", choices=["rgb", "gray"])
-    max_steps: int | None = arg(100, "steps per session (from its start); omit for whole sessions")
-    max_sessions: int | None = arg(6, "at most this many sessions, spread over the files' stages; omit for all")
-    score_every: int = arg(2, "score every n-th frame (every frame is reconstructed)")
-    seed: int = arg(0, "seed of the policies' generators")
-    grid_step: int = arg(60, "step of the first session drawn in grid.png")
-    live_stages: list[str] = arg(["1-1"], "stages played live (one episode per stage and policy)")
-    live_steps: int = arg(100, "steps per live episode (0: no live runs)")
-    live_budget: int = arg(500, "pixels per frame in the live runs")
-    output: Path = arg(Path("outputs/eval_policies"), "where the tables and plots go")
-    progress: bool = arg(True, "show progress bars")
+    """Options of the policy evaluation."""
+
+    data: list[str] = field(default_factory=lambda: ["data/heldout.h5"])
+    """held-out session files with true frames"""
+    policies: list[PolicyName] = field(default_factory=lambda: list(POLICY_NAMES))
+    """policies to score"""
+    scheduled: list[PolicyName] = field(default_factory=lambda: ["importance"])
+    """also score these policies under the mask-update --schedule"""
+    schedule: Literal[*SCHEDULES] = "interval"
+    """mask-update strategy of the scheduled variants"""
+    schedule_interval: int = 4
+    """frames between mask updates (interval and adaptive schedules)"""
+    quality_threshold: float = 0.95
+    """SSIM below which the quality and adaptive schedules update the mask"""
+    reconstructor: Literal["spt", *sorted(BASELINES)] = "spt"
+    """what reconstructs the frames"""
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    """SPT checkpoint (reconstructor and importance maps)"""
+    learned_model: Path = DEFAULT_SAMPLER
+    """the learned sampler (.zip from experiments/train_sampler.py)"""
+    budgets: list[int] = field(default_factory=lambda: [250, 500, 1000])
+    """pixels per frame"""
+    color: Literal[*sorted(COLOR_CHANNELS)] = "rgb"
+    """colour of the samples (the SPT checkpoint's)"""
+    max_steps: int | None = 100
+    """steps per session (from its start); None for whole sessions"""
+    max_sessions: int | None = 6
+    """at most this many sessions, spread over the files' stages; None for all"""
+    score_every: int = 2
+    """score every n-th frame (every frame is reconstructed)"""
+    seed: int = 0
+    """seed of the policies' generators"""
+    grid_step: int = 60
+    """step of the first session drawn in grid.png"""
+    live_stages: list[str] = field(default_factory=lambda: ["1-1"])
+    """stages played live (one episode per stage and policy)"""
+    live_steps: int = 100
+    """steps per live episode (0: no live runs)"""
+    live_budget: int = 500
+    """pixels per frame in the live runs"""
+    output: Path = Path("outputs/eval_policies")
+    """where the tables and plots go"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    if not args.budgets or min(args.budgets) < 1:
+        raise ValueError(f"--budgets must be one or more positive pixel counts, got {args.budgets}")
+    for name in ("schedule_interval", "score_every", "live_budget"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("max_steps", "max_sessions"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (or None for all), got {getattr(args, name)}")
+    if args.live_steps < 0 or args.grid_step < 0:
+        raise ValueError(f"--live-steps and --grid-step must be 0 or more, got {args.live_steps} and {args.grid_step}")
+    if not 0.0 <= args.quality_threshold <= 1.0:
+        raise ValueError(f"--quality-threshold is an SSIM between 0 and 1, got {args.quality_threshold}")
 
 
 def make_reconstructor(args: Args):
@@ -113,20 +156,31 @@ def learned_budget(path: Path) -> int:
     return int(data["observation_space"]["pixels"].shape[0])
 
 
-def pick_sessions(args: Args) -> list:
+@dataclass
+class LoadedSession:
+    """A picked session with its first --max-steps rows read into memory (every policy replays them)."""
+
+    session: RecordedSession
+    frames: np.ndarray
+    states: np.ndarray
+    masks: np.ndarray
+
+
+def pick_sessions(args: Args) -> list[LoadedSession]:
     """Up to --max-sessions sessions, shared evenly between the stages (file order within a stage); only
     the picked ones are read."""
-    entries = session_entries(args.data, None)
-    stages = sorted({entry.checkpoint_key for _, entry in entries})
+    sessions = list_sessions(args.data)
+    stages = sorted({session.checkpoint_key for session in sessions})
     if not stages:
         raise SystemExit(f"error: no sessions in {args.data}: record some with agents/collect.py --store-frames")
-    limit = args.max_sessions or len(entries)
+    limit = args.max_sessions or len(sessions)
     quota = {stage: limit // len(stages) + (index < limit % len(stages)) for index, stage in enumerate(stages)}
     picked = []
-    for session_file, entry in entries:
-        if quota[entry.checkpoint_key] > 0:
-            quota[entry.checkpoint_key] -= 1
-            picked.append(read_session(session_file, entry, args.max_steps))
+    rows = slice(0, args.max_steps)
+    for session in sessions:
+        if quota[session.checkpoint_key] > 0:
+            quota[session.checkpoint_key] -= 1
+            picked.append(LoadedSession(session, session.frames(rows), *session.states(rows)))
     return picked
 
 
@@ -159,8 +213,8 @@ def check_targets(overall: list[dict]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> dict:
-    args = parse_args(Args, __doc__, argv)
+def main(args: Args) -> dict:
+    validate(args)
     args.output.mkdir(parents=True, exist_ok=True)
     sessions = pick_sessions(args)
     reconstructor = make_reconstructor(args)
@@ -169,16 +223,16 @@ def main(argv=None) -> dict:
     rows, grid = [], {}
     for budget in args.budgets:
         for policy in build_policies(args, budget, analyzer):
-            for index, (key, session_id, frames, states, masks) in enumerate(
+            for index, loaded in enumerate(
                     tqdm(sessions, desc=f"{policy.name} @{budget}px", unit="session", disable=not args.progress)):
                 keep = (args.grid_step,) if index == 0 and budget == 500 else ()
-                scored, kept = replay_session(policy, reconstructor, frames, states, masks, args.color,
-                                              seed=session_seed(key, session_id, args.seed, budget),
+                scored, kept = replay_offline(policy, reconstructor, loaded.frames, loaded.states, loaded.masks,
+                                              args.color, seed=loaded.session.seed(args.seed, budget),
                                               score_every=args.score_every, keep_steps=keep,
                                               quality_feedback=args.schedule in ("quality", "adaptive"))
                 for row in scored:
-                    row.update(policy=policy.name, family=policy.family, budget=budget, checkpoint_key=key,
-                               session=session_id)
+                    row.update(policy=policy.name, family=policy.family, budget=budget,
+                               checkpoint_key=loaded.session.checkpoint_key, session=loaded.session.session_id)
                 rows += scored
                 if kept:
                     grid[policy.name] = kept[args.grid_step]
@@ -192,10 +246,10 @@ def main(argv=None) -> dict:
 
     columns = ["policy", "family", "frames", "psnr", "vs_random", "ssim", "foreground_psnr", "uplink_bytes",
                "uplink_gray_bytes", "downlink_bytes", "policy_ms", "reconstruct_ms"]
-    command = " ".join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(sys.argv[1:])
     lines = [f"# Sampling policies on held-out sessions ({args.reconstructor} reconstructor, {args.color})", "",
              f"Command: `python experiments/evaluate_policies.py {command}`", "",
-             f"{len(sessions)} sessions ({', '.join(sorted({s[0] for s in sessions}))}), {args.max_steps} steps each, "
+             f"{len(sessions)} sessions ({', '.join(sorted({s.session.checkpoint_key for s in sessions}))}), {args.max_steps} steps each, "
              f"every {args.score_every}. frame scored. Bytes are per frame in the wire format (msgpack + zlib); "
              f"`uplink_gray_bytes` is the same samples in luma. The oracle reads the true next frame: an upper bound.",
              "", "## Targets", "", *check_targets(overall), ""]
@@ -301,4 +355,4 @@ def plot_grid(grid: dict[str, dict], path: Path, scores: dict[str, dict], step: 
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, Args, __doc__)

@@ -15,34 +15,64 @@ and psnr_vs_budget.png. `make demo` draws reconstructions side by side.
 from __future__ import annotations
 
 import csv
+import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from experiments.cli import arg, parse_args
 from models.baselines import BASELINES, make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
+from sgaps_env.cli import run_script
+from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
 
 
 @dataclass
 class Args:
-    data: list[str] = arg(["data/heldout.h5", "data/unseen.h5"], "held-out session files (every session is used)")
-    checkpoint: Path = arg(DEFAULT_CHECKPOINT, "SPT checkpoint")
-    reconstructors: list[str] = arg(["spt", *BASELINES], "reconstructors to score",
-                                    choices=["spt", *BASELINES])
-    budgets: list[int] = arg([250, 500, 1000], "pixels per frame")
-    pattern: str = arg("random", "sampling pattern", choices=["random", "stratified", "uniform_grid", "checkerboard"])
-    color: str = arg("rgb", "colour of the samples", choices=["rgb", "gray"])
-    max_steps: int | None = arg(150, "steps per session (from its start); omit for whole sessions")
-    max_sessions: int | None = arg(None, "at most this many sessions, in file order; omit for all")
-    score_every: int = arg(3, "score (and run stateless baselines on) every n-th frame")
-    seed: int = arg(0, "seed of the sampling patterns")
-    output: Path = arg(Path("outputs/eval_reconstructors"), "where the tables and plots go")
-    progress: bool = arg(True, "show progress bars")
+    """Options of the reconstructor evaluation."""
+
+    data: list[str] = field(default_factory=lambda: ["data/heldout.h5", "data/unseen.h5"])
+    """held-out session files (every session is used)"""
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    """SPT checkpoint"""
+    reconstructors: list[Literal["spt", *BASELINES]] = field(default_factory=lambda: ["spt", *BASELINES])
+    """reconstructors to score"""
+    budgets: list[int] = field(default_factory=lambda: [250, 500, 1000])
+    """pixels per frame"""
+    pattern: Literal[*sorted(PATTERNS)] = "random"
+    """sampling pattern"""
+    color: Literal[*sorted(COLOR_CHANNELS)] = "rgb"
+    """colour of the samples"""
+    max_steps: int | None = 150
+    """steps per session (from its start); None for whole sessions"""
+    max_sessions: int | None = None
+    """at most this many sessions, in file order; None for all"""
+    score_every: int = 3
+    """score (and run stateless baselines on) every n-th frame"""
+    seed: int = 0
+    """seed of the sampling patterns"""
+    output: Path = Path("outputs/eval_reconstructors")
+    """where the tables and plots go"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    if not args.budgets or min(args.budgets) < 1:
+        raise ValueError(f"--budgets must be one or more positive pixel counts, got {args.budgets}")
+    if not args.reconstructors:
+        raise ValueError("--reconstructors needs at least one name")
+    if args.score_every < 1:
+        raise ValueError(f"--score-every must be at least 1, got {args.score_every}")
+    for name in ("max_steps", "max_sessions"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (or None for all), got {getattr(args, name)}")
 
 
 def stage_of(checkpoint_key: str) -> str:
@@ -58,8 +88,8 @@ def markdown_table(entries: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(Args, __doc__, argv)
+def main(args: Args) -> dict:
+    validate(args)
     args.output.mkdir(parents=True, exist_ok=True)
     spt = SPTReconstructor(args.checkpoint) if "spt" in args.reconstructors else None
     trained_stages = {key.rsplit("-", 1)[0] for key in (spt.priors.levels if spt else {})}
@@ -79,7 +109,7 @@ def main(argv=None) -> dict:
     per_stage.sort(key=lambda e: (e["stage"], e["budget"], -e["psnr"]))
     columns = ["reconstructor", "frames", "psnr", "ssim", "foreground_psnr", "ms"]
     lines = [f"# Reconstruction on held-out sessions ({args.pattern} pixels, {args.color})", "",
-             f"Command: `python experiments/evaluate_reconstructors.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+             f"Command: `python experiments/evaluate_reconstructors.py {shlex.join(sys.argv[1:])}`",
              f"Checkpoint: `{args.checkpoint}`; trained stages: {sorted(trained_stages) or 'none'}.", ""]
     for group in ("trained", "unseen"):
         for budget in args.budgets:
@@ -129,4 +159,4 @@ def plot_budgets(overall: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, Args, __doc__)

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import torch.nn.functional as F
@@ -39,45 +42,100 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from experiments.cli import arg, parse_args
 from models.baselines import make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.memory import MemoryConfig, StagePriors
 from models.spt import (SIZES, SPTReconstructor, SparsePixelTransformer, read_checkpoint, save_checkpoint,
                         spt_config)
-from models.stream import ReconstructionStream, StreamConfig, list_sessions
+from models.stream import ReconstructionStream, StreamConfig
+from sgaps_env.cli import run_script
+from sgaps_env.coords import COLOR_CHANNELS, channels_for
+from sgaps_env.session_file import list_sessions
 from sgaps_env.sprites import TEMPLATE_SIZE
 
 
 @dataclass
 class Args:
-    data: list[str] = arg(["data/train.h5"], "session files to train on (their train split) and validate on (val split)")
-    output: Path = arg(Path("runs/spt"), "run directory: checkpoints, TensorBoard logs, config and summary")
-    size: str = arg("small", "model size", choices=sorted(SIZES))
-    color: str = arg("rgb", "colour of the samples and the output", choices=["rgb", "gray"])
-    epochs: int = arg(12, "epochs (an epoch is --pairs-per-epoch consecutive frame pairs)")
-    pairs_per_epoch: int = arg(2400, "consecutive frame pairs per epoch (2 frames each)")
-    batch_pairs: int = arg(4, "frame pairs per batch (the batch holds twice as many frames)")
-    curriculum: list[int] = arg([1000, 500, 250], "pixel budgets of the curriculum phases, equal shares of the epochs")
-    budget_jitter: float = arg(0.2, "each phase draws budgets in [b(1-j), b(1+j)]")
-    drop_max: float = arg(0.25, "largest share of a frame's pixels hidden from the model (masked sparse modeling)")
-    lr: float = arg(2e-3, "peak learning rate of the network")
-    template_lr: float = arg(3e-2, "peak learning rate of the sprite templates")
-    weight_decay: float = arg(0.01, "AdamW weight decay (not applied to the templates)")
-    warmup_steps: int = arg(100, "linear warm-up steps before the cosine decay")
-    grad_clip: float = arg(1.0, "gradient norm clip")
-    l2: float = arg(1.0, "weight of the mean squared error (PSNR's loss) beside L1")
-    ssim: float = arg(0.1, "weight of 1 - SSIM")
-    temporal: float = arg(0.1, "weight of the temporal-consistency loss between consecutive frames")
-    sprite_weight: float = arg(4.0, "extra loss weight inside the RAM-given sprite windows")
-    prior_steps: int | None = arg(None, "use at most this many steps per session to build the level priors")
-    val_sessions: int = arg(6, "validation sessions (val split) per epoch")
-    val_steps: int = arg(150, "steps per validation session")
-    workers: int = arg(1, "DataLoader worker processes preparing batches")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default)")
-    seed: int = arg(0, "seed of sampling, shuffling and initialisation")
-    resume: bool = arg(False, "continue from OUTPUT/last.pt")
-    progress: bool = arg(True, "show progress bars")
+    """Options of the SPT training."""
+
+    data: list[str] = field(default_factory=lambda: ["data/train.h5"])
+    """session files to train on (their train split) and validate on (val split)"""
+    output: Path = Path("runs/spt")
+    """run directory: checkpoints, TensorBoard logs, config and summary"""
+    size: Literal[*sorted(SIZES)] = "small"
+    """model size"""
+    color: Literal[*sorted(COLOR_CHANNELS)] = "rgb"
+    """colour of the samples and the output"""
+    epochs: int = 12
+    """epochs (an epoch is --pairs-per-epoch consecutive frame pairs)"""
+    pairs_per_epoch: int = 2400
+    """consecutive frame pairs per epoch (2 frames each)"""
+    batch_pairs: int = 4
+    """frame pairs per batch (the batch holds twice as many frames)"""
+    curriculum: list[int] = field(default_factory=lambda: [1000, 500, 250])
+    """pixel budgets of the curriculum phases, equal shares of the epochs"""
+    budget_jitter: float = 0.2
+    """each phase draws budgets in [b(1-j), b(1+j)]"""
+    drop_max: float = 0.25
+    """largest share of a frame's pixels hidden from the model (masked sparse modeling)"""
+    lr: float = 2e-3
+    """peak learning rate of the network"""
+    template_lr: float = 3e-2
+    """peak learning rate of the sprite templates"""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to the templates)"""
+    warmup_steps: int = 100
+    """linear warm-up steps before the cosine decay"""
+    grad_clip: float = 1.0
+    """gradient norm clip"""
+    l2: float = 1.0
+    """weight of the mean squared error (PSNR's loss) beside L1"""
+    ssim: float = 0.1
+    """weight of 1 - SSIM"""
+    temporal: float = 0.1
+    """weight of the temporal-consistency loss between consecutive frames"""
+    sprite_weight: float = 4.0
+    """extra loss weight inside the RAM-given sprite windows"""
+    prior_steps: int | None = None
+    """use at most this many steps per session to build the level priors (None: every step)"""
+    val_sessions: int = 6
+    """validation sessions (val split) per epoch"""
+    val_steps: int = 150
+    """steps per validation session"""
+    workers: int = 1
+    """DataLoader worker processes preparing batches"""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)"""
+    seed: int = 0
+    """seed of sampling, shuffling and initialisation"""
+    resume: bool = False
+    """continue from OUTPUT/last.pt"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    for name in ("epochs", "pairs_per_epoch", "batch_pairs", "val_sessions", "val_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("warmup_steps", "workers", "threads"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    if not args.curriculum or min(args.curriculum) < 1:
+        raise ValueError(f"--curriculum must be one or more positive pixel budgets, got {args.curriculum}")
+    if not 0.0 <= args.budget_jitter < 1.0:
+        raise ValueError(f"--budget-jitter must be in [0, 1), got {args.budget_jitter}")
+    if not 0.0 <= args.drop_max < 1.0:
+        raise ValueError(f"--drop-max is a share of the pixels, in [0, 1), got {args.drop_max}")
+    for name in ("lr", "template_lr", "grad_clip"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("weight_decay", "l2", "ssim", "temporal", "sprite_weight"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    if args.prior_steps is not None and args.prior_steps < 1:
+        raise ValueError(f"--prior-steps must be at least 1 (or None for every step), got {args.prior_steps}")
 
 
 def phase_budget(args: Args, epoch: int) -> tuple[int, int]:
@@ -118,7 +176,7 @@ def loss_terms(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Te
     return terms
 
 
-def validate(model, priors, memory_config, args: Args) -> dict:
+def validation_scores(model, priors, memory_config, args: Args) -> dict:
     """Mean PSNR at 500 random pixels on the val split: the SPT and the non-learned baselines."""
     model.eval()
     reconstructors = {"spt": SPTReconstructor.from_model(model, priors, memory_config),
@@ -130,14 +188,21 @@ def validate(model, priors, memory_config, args: Args) -> dict:
     return {entry["reconstructor"]: entry for entry in summarize(rows)}
 
 
-def main(argv=None) -> dict:
-    args = parse_args(Args, __doc__, argv)
+def main(args: Args) -> dict:
+    validate(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    channels = channels_for(args.color)
+    # fail early, with advice, when there is nothing to train on
+    if not list_sessions(args.data, "train", need_frames=True):
+        raise ValueError(f"no session of {args.data} falls in the train split: record more sessions (e.g. "
+                         "`python agents/collect.py --episodes 20 --output data/train.h5`); about 80% of sessions "
+                         "are train sessions")
+    if not list_sessions(args.data, "val", need_frames=True):
+        raise ValueError(f"no session of {args.data} falls in the val split, so no epoch can be validated: record "
+                         "more sessions (about 10% of sessions are val sessions)")
     args.output.mkdir(parents=True, exist_ok=True)
-    channels = 3 if args.color == "rgb" else 1
-    list_sessions(args.data, "train")  # fails early, with advice, when there is nothing to train on
 
     # 1. level priors from the train split
     priors_path = args.output / "priors.pt"
@@ -211,7 +276,7 @@ def main(argv=None) -> dict:
             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
             bar.set_postfix(loss=f"{running['loss']:.4f}", psnr=f"{running['psnr']:.1f}",
                             fps=f"{seen / (time.time() - started):.1f}")
-        validation = validate(model, priors, memory_config, args)
+        validation = validation_scores(model, priors, memory_config, args)
         for name, entry in validation.items():
             writer.add_scalar(f"val/psnr_{name}", entry["psnr"], step)
             writer.add_scalar(f"val/foreground_psnr_{name}", entry["foreground_psnr"], step)
@@ -224,7 +289,7 @@ def main(argv=None) -> dict:
         print(json.dumps(record))
         metadata = {"trained_on": ", ".join(map(str, args.data)), "size": args.size, "epochs": epoch + 1,
                     "val_psnr_500": spt_psnr, "command": "python experiments/train_reconstructor.py "
-                    + " ".join(sys.argv[1:] if argv is None else argv)}
+                    + shlex.join(sys.argv[1:])}
         training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
                     "best": max(best, spt_psnr), "history": json.dumps(history)}
         save_checkpoint(args.output / "last.pt", model, priors, memory_config, metadata, training=training)
@@ -238,4 +303,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, Args, __doc__)

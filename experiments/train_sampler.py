@@ -20,91 +20,118 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-from stable_baselines3.common.monitor import Monitor  # noqa: E402
-from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import CheckpointCallback
+from stable_baselines3.common.monitor import Monitor, load_results
+from stable_baselines3.common.vec_env import DummyVecEnv
 
-import sgaps_env  # noqa: E402
-from agents.players import PLAYERS, make_player  # noqa: E402
-from experiments.cli import arg, parse_args  # noqa: E402
-from models.scoring import SPTScorer  # noqa: E402
-from models.spt import DEFAULT_CHECKPOINT  # noqa: E402
-from sgaps_env.wrappers import SamplerLearningWrapper  # noqa: E402
+import sgaps_env
+from agents.players import PLAYERS, make_player
+from models.scoring import SPTScorer
+from models.spt import DEFAULT_CHECKPOINT
+from sgaps_env import parse_stage
+from sgaps_env.cli import run_script
+from sgaps_env.wrappers import SamplerLearningWrapper
 
 
 @dataclass
 class Args:
-    output: Path = arg(Path("runs/sampler"), "run folder (logs, checkpoints, final_model.zip)")
-    stages: list[str] = arg(["1-1", "1-2", "2-1"], "one environment per stage (the SPT's trained stages)")
-    player: str = arg("heuristic", "who presses the buttons", choices=sorted(PLAYERS))
-    sample_count: int = arg(500, "pixels per frame")
-    tiles: int = arg(8, "the action is one weight per tile of a tiles x tiles grid")
-    checkpoint: Path = arg(DEFAULT_CHECKPOINT, "SPT checkpoint that scores the samples (RGB)")
-    timesteps: int = arg(24_000, "environment steps in all")
-    max_episode_steps: int = arg(400, "time limit of an episode in steps")
-    n_steps: int = arg(256, "PPO rollout length per environment")
-    batch_size: int = arg(128, "PPO minibatch size")
-    epochs: int = arg(4, "PPO epochs per rollout")
-    learning_rate: float = arg(3e-4, "Adam learning rate")
-    gamma: float = arg(0.9, "discount: a sample choice pays off over the next few frames (memory)")
-    reward_offset: float = arg(50.0, "subtracted from the PSNR reward")
-    reward_scale: float = arg(0.1, "multiplies the reward after the offset")
-    checkpoint_every: int = arg(6_000, "save a checkpoint every n environment steps")
-    seed: int = arg(0, "seed of PPO and of the environments")
-    threads: int = arg(2, "torch CPU threads")
+    """Options of the sampler training."""
+
+    output: Path = Path("runs/sampler")
+    """run folder (logs, checkpoints, final_model.zip)"""
+    stages: list[str] = field(default_factory=lambda: ["1-1", "1-2", "2-1"])
+    """one environment per stage (the SPT's trained stages)"""
+    player: Literal[*sorted(PLAYERS)] = "heuristic"
+    """who presses the buttons"""
+    sample_count: int = 500
+    """pixels per frame"""
+    tiles: int = 8
+    """the action is one weight per tile of a tiles x tiles grid"""
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    """SPT checkpoint that scores the samples (RGB)"""
+    timesteps: int = 24_000
+    """environment steps in all"""
+    max_episode_steps: int = 400
+    """time limit of an episode in steps"""
+    n_steps: int = 256
+    """PPO rollout length per environment"""
+    batch_size: int = 128
+    """PPO minibatch size"""
+    epochs: int = 4
+    """PPO epochs per rollout"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    gamma: float = 0.9
+    """discount: a sample choice pays off over the next few frames (memory)"""
+    reward_offset: float = 50.0
+    """subtracted from the PSNR reward"""
+    reward_scale: float = 0.1
+    """multiplies the reward after the offset"""
+    checkpoint_every: int = 6_000
+    """save a checkpoint every n environment steps"""
+    seed: int = 0
+    """seed of PPO and of the environments"""
+    threads: int = 2
+    """torch CPU threads"""
+    progress: bool = True
+    """show stable-baselines3's progress bar"""
 
 
-def make_env(args: Args, stage: str, monitor_file: str) -> gym.Env:
+def validate(args: Args) -> None:
+    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
+    if not args.stages:
+        raise ValueError("--stages needs at least one stage, e.g. --stages 1-1")
+    for stage in args.stages:
+        parse_stage(stage)
+    if len(set(args.stages)) != len(args.stages):
+        raise ValueError(f"--stages lists a stage twice ({args.stages}): each stage gets one environment and one "
+                         "Monitor log")
+    for name in ("sample_count", "tiles", "timesteps", "max_episode_steps", "n_steps", "batch_size", "epochs",
+                 "checkpoint_every", "threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not 0.0 < args.gamma <= 1.0:
+        raise ValueError(f"--gamma is a discount in (0, 1], got {args.gamma}")
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if args.timesteps < args.n_steps * len(args.stages):
+        raise ValueError(f"--timesteps {args.timesteps} is less than one rollout ({args.n_steps} steps x "
+                         f"{len(args.stages)} environments): raise --timesteps or lower --n-steps")
+
+
+def make_env(args: Args, stage: str, monitor_folder: Path) -> gym.Env:
+    """One stage's environment, scored by the SPT (passed to the env explicitly: the env loads no checkpoint)."""
     env = gym.make(sgaps_env.ENV_ID, stage=stage, sample_count=args.sample_count, color="rgb",
                    scorer=SPTScorer(args.checkpoint), max_episode_steps=args.max_episode_steps)
     env = SamplerLearningWrapper(env, make_player(args.player), tiles=args.tiles)
-    env = Monitor(env, filename=monitor_file)
+    monitor_folder.mkdir(parents=True, exist_ok=True)
+    env = Monitor(env, filename=str(monitor_folder))  # writes monitor_folder/monitor.csv
     return gym.wrappers.TransformReward(env, lambda reward: (reward - args.reward_offset) * args.reward_scale)
 
 
-class TqdmCallback(BaseCallback):
-    """A tqdm bar over environment steps (SB3's own needs the optional ``rich``)."""
-
-    def __init__(self, total: int):
-        super().__init__()
-        self.total = total
-
-    def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, unit="step", desc="training the sampler")
-
-    def _on_step(self) -> bool:
-        self.bar.update(self.training_env.num_envs)
-        return True
-
-    def _on_training_end(self) -> None:
-        self.bar.close()
-
-
 def learning_curve(monitor_dir: Path, output: Path) -> list[dict]:
-    """Every finished episode of every environment, in order of training steps -> csv and png."""
+    """Every finished episode of every environment (one Monitor folder per stage), in order of time -> csv and png."""
     episodes = []
-    for path in sorted(monitor_dir.glob("*.monitor.csv")):
-        stage = path.name.split(".")[0]
-        with open(path) as handle:
-            next(handle)  # the Monitor's json header
-            steps = 0
-            for row in csv.DictReader(handle):
-                length = int(row["l"])
-                steps += length
-                # Monitor sums the raw PSNR rewards (before TransformReward): mean PSNR per step
-                episodes.append({"stage": stage, "env_steps": steps, "length": length,
-                                 "mean_psnr": float(row["r"]) / length, "time_s": float(row["t"])})
+    for folder in sorted(path for path in monitor_dir.iterdir() if path.is_dir()):
+        steps = 0
+        for row in load_results(str(folder)).itertuples():
+            length = int(row.l)
+            steps += length
+            # Monitor sums the raw PSNR rewards (before TransformReward): mean PSNR per step
+            episodes.append({"stage": folder.name, "env_steps": steps, "length": length,
+                             "mean_psnr": float(row.r) / length, "time_s": float(row.t)})
     episodes.sort(key=lambda e: e["time_s"])
     total = 0
     for episode in episodes:
@@ -139,24 +166,21 @@ def learning_curve(monitor_dir: Path, output: Path) -> list[dict]:
     return episodes
 
 
-def main(argv=None) -> Path:
-    args = parse_args(Args, __doc__, argv)
-    if args.timesteps < args.n_steps * len(args.stages):
-        raise SystemExit(f"error: --timesteps {args.timesteps} is less than one rollout ({args.n_steps} steps x "
-                         f"{len(args.stages)} environments): raise --timesteps or lower --n-steps")
+def main(args: Args) -> Path:
+    validate(args)
     torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "config.json").write_text(json.dumps(asdict(args), default=str, indent=2))
     monitor_dir = args.output / "monitor"
     monitor_dir.mkdir(exist_ok=True)
-    env = DummyVecEnv([partial(make_env, args, stage, str(monitor_dir / stage)) for stage in args.stages])
+    env = DummyVecEnv([partial(make_env, args, stage, monitor_dir / stage) for stage in args.stages])
     env.seed(args.seed)
     model = PPO("MultiInputPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.epochs,
                 learning_rate=args.learning_rate, gamma=args.gamma, seed=args.seed, device="cpu", verbose=0,
                 policy_kwargs={"net_arch": [128, 128]}, tensorboard_log=str(args.output / "tensorboard"))
     checkpoints = CheckpointCallback(max(1, args.checkpoint_every // len(args.stages)), str(args.output / "checkpoints"),
                                      name_prefix="sampler")
-    model.learn(args.timesteps, callback=[checkpoints, TqdmCallback(args.timesteps)])
+    model.learn(args.timesteps, callback=checkpoints, progress_bar=args.progress)
     final = args.output / "final_model.zip"
     model.save(final)
     env.close()
@@ -170,4 +194,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, Args, __doc__)

@@ -52,7 +52,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from sgaps_env.session_file import SessionFile, session_file_paths
+from sgaps_env.session_file import list_sessions, session_file_paths
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX
 
 INDEX_FORMAT = "sgaps-clean-index"
@@ -278,8 +278,8 @@ def clean_sessions(paths, config: CleaningConfig | None = None, progress: bool =
     config = config or CleaningConfig()
     config.validate()
     paths = session_file_paths(paths)
-    files = [SessionFile(path) for path in paths]
-    total_sessions = sum(len(file) for file in files)
+    sessions = list_sessions(paths)
+    total_sessions = len(sessions)
     if total_sessions == 0:
         raise ValueError(f"no sessions in {', '.join(map(str, paths))}")
 
@@ -288,9 +288,9 @@ def clean_sessions(paths, config: CleaningConfig | None = None, progress: bool =
     survivors_session, survivors_row, features, velocities = [], [], [], []
     per_key: dict[str, dict[str, int]] = {}
     bar = tqdm(total=total_sessions, desc="reading sessions", unit="session", disable=not progress)
-    for session_file in files:
-        for entry, group in session_file.iter_sessions():
-            name = (entry.checkpoint_key, entry.session_id)
+    for recorded in sessions:
+        with recorded.group() as group:
+            name = (recorded.checkpoint_key, recorded.session_id)
             if name in seen:
                 raise ValueError(f"session {name[0]}/{name[1]} is in more than one of the given files: "
                                  "clean them one at a time")
@@ -306,7 +306,7 @@ def clean_sessions(paths, config: CleaningConfig | None = None, progress: bool =
             passed = reasons < 0
             moving = passed & (velocity >= config.min_velocity)
 
-            counts = per_key.setdefault(entry.checkpoint_key, _empty_counts())
+            counts = per_key.setdefault(recorded.checkpoint_key, _empty_counts())
             counts["sessions"] += 1
             counts["input"] += len(state)
             counts["prefilter"] += int((~passed).sum())

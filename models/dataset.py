@@ -12,8 +12,8 @@
     item["session"], item["row"]  # int64 scalars: index into ``train.sessions`` and row within the session
 
 Splits are by session, never by frame: a hash of ``(checkpoint_key, session_id, split_seed)``
-puts each session in train, val or test, so appending sessions to a file never moves an existing
-session to another split.
+puts each session in train, val or test (``sgaps_env.session_file.split_of``, the split's one owner),
+so appending sessions to a file never moves an existing session to another split.
 
 Re-sampling (``resample=``) reads the pixels again from the TRUE frame at other coordinates, with the
 colour mode the session was recorded with, deterministically for a ``(resample_seed, index)`` pair:
@@ -27,11 +27,11 @@ by its process id, and keeps at most ``max_open_files`` of them open.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import h5py
@@ -39,59 +39,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, extract_pixels, make_pattern, to_gray, validate_coords
-from sgaps_env.session_file import (SESSION_GROUP, SessionEntry, SessionFile, attrs_of, session_file_paths,
-                                   session_pixels)
-
-SPLITS = ("train", "val", "test")
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, extract_pixels, frame_values, make_pattern, validate_coords
+from sgaps_env.session_file import (DEFAULT_SPLIT_FRACTIONS, SESSION_GROUP, SPLITS, attrs_of, check_fractions,
+                                   frames_rgb, list_sessions, session_file_paths, session_pixels)
 
 #: ``(rng, frame_rgb_uint8 (H, W, 3), row_info) -> (M, 2) float coords in [0, 1]``
 ResampleFn = Callable[[np.random.Generator, np.ndarray, dict], np.ndarray]
-
-
-# --- splits ---------------------------------------------------------------------------------------------
-
-
-def split_unit(checkpoint_key: str, session_id: str, split_seed: int = 0) -> float:
-    """A number in [0, 1) fixed by ``(checkpoint_key, session_id, split_seed)`` alone (SHA-256 based)."""
-    digest = hashlib.sha256(f"{checkpoint_key}\x00{session_id}\x00{int(split_seed)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2.0 ** 64
-
-
-def session_entries(paths, split: str | None = None) -> list[tuple[SessionFile, SessionEntry]]:
-    """``(file, entry)`` of every session in the session files at ``paths`` that lies in ``split`` (None: all)."""
-    chosen = []
-    for path in session_file_paths(paths):
-        session_file = SessionFile(path)
-        chosen += [(session_file, entry) for entry in session_file.entries()
-                   if split is None or split_of(entry.checkpoint_key, entry.session_id) == split]
-    return chosen
-
-
-def session_seed(checkpoint_key: str, session_id: str, *extra: int) -> int:
-    """A seed fixed by a session's name (and ``extra`` integers) alone: stable across processes, unlike ``hash()``."""
-    digest = hashlib.sha256("\x00".join([checkpoint_key, session_id, *map(str, extra)]).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
-def check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, float]:
-    fractions = tuple(float(value) for value in split_fractions)
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split_fractions must be three non-negative numbers (train, val, test) summing to 1, "
-                         f"got {split_fractions!r}")
-    return fractions  # type: ignore[return-value]
-
-
-def split_of(checkpoint_key: str, session_id: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-             split_seed: int = 0) -> str:
-    """``"train"``, ``"val"`` or ``"test"``: the split a session belongs to (independent of every other session)."""
-    train, val, _ = check_fractions(split_fractions)
-    unit = split_unit(checkpoint_key, session_id, split_seed)
-    if unit < train:
-        return "train"
-    if unit < train + val:
-        return "val"
-    return "test"
 
 
 # --- re-sampling ----------------------------------------------------------------------------------------
@@ -202,7 +155,7 @@ class SessionDataset(Dataset):
         max_open_files: shard files each process keeps open at most (least recently used are closed).
     """
 
-    def __init__(self, paths, split: str | None = "train", split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    def __init__(self, paths, split: str | None = "train", split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
                  split_seed: int = 0, history: int = 0, resample=None, index=None,
                  checkpoint_keys: Iterable[str] | None = None, load_frames: bool = True, resample_seed: int = 0,
                  max_open_files: int = 64):
@@ -225,28 +178,25 @@ class SessionDataset(Dataset):
         needs_frames = self.load_frames or self.resample is not None
 
         self.sessions: list[SessionInfo] = []
-        total = 0
-        for file_number, path in enumerate(self.paths):
-            session_file = SessionFile(path)
-            total += len(session_file)
-            with session_file.open() as handle:
-                for entry in session_file.entries():
-                    if wanted_keys is not None and entry.checkpoint_key not in wanted_keys:
-                        continue
-                    which = split_of(entry.checkpoint_key, entry.session_id, self.split_fractions, self.split_seed)
-                    if split is not None and which != split:
-                        continue
-                    group = handle[entry.checkpoint_key][entry.session_id]
-                    attrs = attrs_of(group)
-                    config = attrs.get("env_config") or {}
-                    has_frames = "frames" in group
-                    height, width = group["frames"].shape[1:] if has_frames else \
-                        tuple(attrs.get("resolution", (FRAME_HEIGHT, FRAME_WIDTH)))
-                    self.sessions.append(SessionInfo(
-                        file=file_number, checkpoint_key=entry.checkpoint_key, session_id=entry.session_id,
-                        shard=str((path.parent / entry.shard).resolve()), rows=len(group["buttons"]),
-                        color=config.get("color", "gray"), height=int(height), width=int(width),
-                        has_frames=has_frames, state_dim=int(group["state"].shape[1]), split=which))
+        every_session = [(number, session) for number, path in enumerate(self.paths) for session in list_sessions(path)]
+        total = len(every_session)
+        for file_number, session in every_session:
+            if wanted_keys is not None and session.checkpoint_key not in wanted_keys:
+                continue
+            which = session.split(self.split_fractions, self.split_seed)
+            if split is not None and which != split:
+                continue
+            with session.group() as group:
+                attrs = attrs_of(group)
+                config = attrs.get("env_config") or {}
+                has_frames = "frames" in group
+                height, width = group["frames"].shape[1:] if has_frames else \
+                    tuple(attrs.get("resolution", (FRAME_HEIGHT, FRAME_WIDTH)))
+                self.sessions.append(SessionInfo(
+                    file=file_number, checkpoint_key=session.checkpoint_key,
+                    session_id=session.session_id, shard=str(Path(group.file.filename).resolve()),
+                    rows=len(group["buttons"]), color=config.get("color", "gray"), height=int(height),
+                    width=int(width), has_frames=has_frames, state_dim=int(group["state"].shape[1]), split=which))
         where = ", ".join(str(path) for path in self.paths)
         if total == 0:
             raise ValueError(f"no sessions in {where}: record some with `python agents/collect.py --output PATH`")
@@ -274,14 +224,14 @@ class SessionDataset(Dataset):
             self._session_of = np.repeat(np.arange(len(self.sessions), dtype=np.int32), lengths)
             self._row_of = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
         else:
-            self._select_index(index)
+            self._select_index(index, {(session.checkpoint_key, session.session_id) for _, session in every_session})
         if len(self._session_of) == 0:
             raise ValueError(f"the index keeps no rows of the {len(self.sessions)} session(s) in split {split!r}")
         self._pid: int | None = None
         self._open: OrderedDict[int, h5py.File] = OrderedDict()
-        self._palettes: dict[int, np.ndarray] = {}
 
-    def _select_index(self, index) -> None:
+    def _select_index(self, index, present: set[tuple[str, str]]) -> None:
+        """Keep the rows ``index`` names; ``present`` are the sessions of the files before any filter."""
         wanted = _index_rows(index)
         by_name: dict[tuple[str, str], int] = {}
         duplicates = set()
@@ -297,9 +247,6 @@ class SessionDataset(Dataset):
             raise ValueError(f"session {name[0]}/{name[1]} is in more than one of the given files, so the index "
                              "cannot say which one it means: give the files one at a time")
         # sessions the index names but the (unfiltered) files do not hold are an error: a stale or foreign index
-        present = set()
-        for path in self.paths:
-            present.update((entry.checkpoint_key, entry.session_id) for entry in SessionFile(path).entries())
         unknown = [name for name in wanted if name not in present]
         if unknown:
             raise ValueError(f"the index names {len(unknown)} session(s) that are not in "
@@ -329,14 +276,14 @@ class SessionDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_pid"], state["_open"], state["_palettes"] = None, OrderedDict(), {}
+        state["_pid"], state["_open"] = None, OrderedDict()
         return state
 
     def _group(self, session: int) -> h5py.Group:
         """The session's group, from a shard file this process opened itself (LRU of max_open_files)."""
         pid = os.getpid()
         if self._pid != pid:  # a new process (a DataLoader worker): never touch the handles of another one
-            self._pid, self._open, self._palettes = pid, OrderedDict(), {}
+            self._pid, self._open = pid, OrderedDict()
         handle = self._open.get(session)
         if handle is None:
             while len(self._open) >= self.max_open_files:
@@ -355,12 +302,6 @@ class SessionDataset(Dataset):
                 handle.close()
         self._open = OrderedDict()
 
-    def _palette(self, session: int, group: h5py.Group) -> np.ndarray:
-        palette = self._palettes.get(session)
-        if palette is None:
-            palette = self._palettes[session] = group["palette"][:]
-        return palette
-
     # --- items -----------------------------------------------------------------------------------------
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -378,7 +319,7 @@ class SessionDataset(Dataset):
         frames = None
         if self.load_frames or self.resample is not None:
             first = max(0, row - self.history) if self.load_frames else row
-            frames = self._palette(session, group)[group["frames"][first:row + 1]]  # (rows, H, W, 3) uint8
+            frames = frames_rgb(group, slice(first, row + 1))  # (rows, H, W, 3) uint8
         frame = None if frames is None else frames[-1]
 
         if self.resample is None:
@@ -397,15 +338,15 @@ class SessionDataset(Dataset):
         item["state_mask"] = torch.from_numpy(state_mask)
 
         if self.load_frames:
-            item["frame"] = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)) * np.float32(1.0 / 255.0))
-            item["frame_gray"] = torch.from_numpy(to_gray(frame)[None].astype(np.float32, copy=False))
+            item["frame"] = torch.from_numpy(np.ascontiguousarray(frame_values(frame, "rgb").transpose(2, 0, 1)))
+            item["frame_gray"] = torch.from_numpy(np.ascontiguousarray(frame_values(frame, "gray").transpose(2, 0, 1)))
             if self.history:
                 # oldest first; rows before the session's start repeat row 0 and are marked invalid
                 wanted = np.arange(row - self.history, row)
                 valid = wanted >= 0
                 previous = frames[np.maximum(wanted, 0) - first]
                 item["previous_frames"] = torch.from_numpy(
-                    np.ascontiguousarray(previous.transpose(0, 3, 1, 2)) * np.float32(1.0 / 255.0))
+                    np.ascontiguousarray(frame_values(previous, "rgb").transpose(0, 3, 1, 2)))
                 item["previous_valid"] = torch.from_numpy(valid)
         item["session"] = torch.tensor(session, dtype=torch.int64)
         item["row"] = torch.tensor(row, dtype=torch.int64)

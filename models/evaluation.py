@@ -9,34 +9,13 @@ frame is scored against the truth.
 from __future__ import annotations
 
 import time
-from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.dataset import session_entries, session_seed
 from models.metrics import foreground_psnr, psnr, ssim
 from sgaps_env.coords import extract_pixels, frame_values, make_pattern
-from sgaps_env.session_file import frames_rgb
-
-
-def session_frames(paths, split: str | None = None, max_steps: int | None = None,
-                   max_sessions: int | None = None) -> Iterator[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
-    """``(checkpoint_key, session_id, frames (T, H, W, 3) uint8, state (T, D), state_mask (T, D))`` per session."""
-    for session_file, entry in session_entries(paths, split)[:max_sessions]:
-        yield read_session(session_file, entry, max_steps)
-
-
-def read_session(session_file, entry, max_steps: int | None = None) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray]:
-    """One entry of ``models.dataset.session_entries`` as :func:`session_frames` yields it."""
-    with session_file.open() as handle:
-        group = handle[f"{entry.checkpoint_key}/{entry.session_id}"]
-        if "frames" not in group:
-            raise ValueError(f"session {entry.checkpoint_key}/{entry.session_id} in {session_file.path} has no true "
-                             f"frames: record with `agents/collect.py --store-frames` to evaluate reconstructions")
-        rows = slice(0, max_steps)
-        return (entry.checkpoint_key, entry.session_id, frames_rgb(group, rows), group["state"][rows],
-                group["state_mask"][rows])
+from sgaps_env.session_file import read_sessions
 
 
 def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: str = "random", color: str = "rgb",
@@ -48,10 +27,14 @@ def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: s
     run on those steps only; the others (a memory of the session) run on every step.
     """
     results = []
-    sessions = session_frames(paths, split, max_steps, max_sessions)
-    for key, session_id, frames, states, masks in tqdm(sessions, desc=f"sessions @{budget}px", unit="session",
-                                                       disable=not progress, total=max_sessions):
-        rng = np.random.default_rng(session_seed(key, session_id, seed, budget))
+    rows = slice(0, max_steps)
+    for session in tqdm(read_sessions(paths, split, max_sessions), desc=f"sessions @{budget}px", unit="session",
+                        disable=not progress, total=max_sessions):
+        key, session_id = session.checkpoint_key, session.session_id
+        frames = session.frames(rows)
+        states, masks = session.states(rows)
+        # the seed of published figures: session_seed(key, id, seed, budget)
+        rng = np.random.default_rng(session.seed(seed, budget))
         for reconstructor in reconstructors.values():
             reconstructor.reset()
         for step, (frame, state, mask) in enumerate(zip(frames, states, masks)):

@@ -14,20 +14,28 @@ level that does not change much, so what has been seen is kept where it lives in
   area with the sprite boxes left out, and how often the mode was seen there. A new session of a
   known level starts its static memory from it; an unknown level starts empty.
 
-Everything is numpy on frames in [0, 1] with ``C`` channels (1 = luma, 3 = RGB).
+Everything is numpy on frames in [0, 1] with ``C`` channels (1 = luma, 3 = RGB); colours come from
+uint8 RGB through :func:`sgaps_env.coords.frame_values`, the one conversion.
+
+A session's memory is bounded: a level canvas is kept as pages of :data:`PAGE_WIDTH` columns made when
+the camera first shows them (so memory follows what was seen, not how far the camera jumped), at most
+``MemoryConfig.max_pages`` pages are kept over all levels, and at most ``MemoryConfig.max_levels``
+level areas keep a status bar and prior data; the least recently seen are forgotten first. A camera
+beyond the ``camera_x`` field's range (:data:`MAX_LEVEL_WIDTH`) is refused.
 """
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, fields
 from typing import Iterable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, to_gray
-from sgaps_env.state import STATE_INDEX
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, color_for, frame_values
+from sgaps_env.session_file import list_sessions
+from sgaps_env.state import STATE_FIELDS, STATE_INDEX, STATE_SCALE
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, ROTATION_PHASES, area_key, box_mask, camera_x, hud_digits,
                                rotation_phase, sprite_boxes)
 
@@ -38,10 +46,17 @@ DIGIT_UNSEEN = 255
 SPRITE_MARGIN = 2
 
 
+#: The widest level canvas a session can need: the largest camera x the state's ``camera_x`` field can
+#: hold, plus one screen.
+MAX_LEVEL_WIDTH = int(round(STATE_FIELDS[STATE_INDEX["camera_x"]].high * STATE_SCALE["camera_x"])) + FRAME_WIDTH
+
+#: Columns of one page of a level canvas (one NES name-table page).
+PAGE_WIDTH = 256
+
+
 def _channels(rgb_uint8: np.ndarray, channels: int) -> np.ndarray:
     """``(..., 3)`` uint8 RGB -> ``(..., channels)`` float32 in [0, 1]."""
-    rgb = rgb_uint8.astype(np.float32) / 255.0
-    return to_gray(rgb)[..., None] if channels == 1 else rgb
+    return frame_values(rgb_uint8, color_for(channels))
 
 
 # --- the stage prior ------------------------------------------------------------------------------------
@@ -112,12 +127,27 @@ class StagePriors:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, dict[str, torch.Tensor]]) -> "StagePriors":
+        """The priors of a checkpoint, each checked (names, dtypes, shapes, palette indices) before use."""
         empty = {"rotation_rows": np.zeros(0, np.int16), "rotation_cols": np.zeros(0, np.int16),
                  "rotation_index": np.zeros((0, ROTATION_PHASES), np.uint8),
                  "digit_rows": np.zeros(0, np.int16), "digit_cols": np.zeros(0, np.int16),
                  "digit_slot": np.zeros(0, np.uint8), "digit_index": np.zeros((0, 10), np.uint8)}  # older priors
-        return cls({key: LevelPrior(**{**empty, **{name: tensor.numpy() for name, tensor in value.items()}})
-                    for key, value in tensors.items()})
+        if not isinstance(tensors, dict):
+            raise ValueError(f"stage priors must be a dict of level key -> dict of tensors, got {type(tensors).__name__}")
+        levels = {}
+        for key, value in tensors.items():
+            if not isinstance(key, str) or not isinstance(value, dict) \
+                    or not all(isinstance(tensor, torch.Tensor) for tensor in value.values()):
+                raise ValueError(f"stage prior {key!r} must map a level key (str) to a dict of tensors")
+            unknown = sorted(map(str, set(value) - set(_PRIOR_ARRAYS)))
+            missing = sorted(set(_PRIOR_ARRAYS) - set(value) - set(empty))
+            if unknown or missing:
+                raise ValueError(f"stage prior {key!r} has unknown arrays {unknown} and lacks {missing}: expected "
+                                 f"{sorted(_PRIOR_ARRAYS)} (a checkpoint from another sgaps version?)")
+            arrays = {**empty, **{name: tensor.numpy() for name, tensor in value.items()}}
+            _check_prior(key, arrays)
+            levels[key] = LevelPrior(**arrays)
+        return cls(levels)
 
     @classmethod
     def build(cls, sessions: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], progress: bool = True,
@@ -185,22 +215,60 @@ class StagePriors:
     @classmethod
     def from_session_files(cls, paths, split: str | None = "train", max_steps_per_session: int | None = None,
                            progress: bool = True) -> "StagePriors":
-        """Build from the frames of session files (only sessions in ``split``; see models.dataset.split_of)."""
-        from models.dataset import session_entries  # models.dataset is the split's owner
+        """Build from the frames of session files (only sessions in ``split``; see
+        ``sgaps_env.session_file.split_of``). Sessions recorded without frames are left out."""
+        sessions = list_sessions(paths, split)
+        rows = slice(0, max_steps_per_session)
 
-        entries = session_entries(paths, split)
+        def encoded():
+            for session in sessions:
+                if session.has_frames:
+                    yield (*session.frame_indices(rows), *session.states(rows))
 
-        def sessions():
-            for session_file, entry in entries:
-                with session_file.open() as handle:
-                    group = handle[f"{entry.checkpoint_key}/{entry.session_id}"]
-                    rows = slice(0, max_steps_per_session)
-                    if "frames" not in group:
-                        continue
-                    yield (group["frames"][rows], group["palette"][:], group["state"][rows],
-                           group["state_mask"][rows])
+        return cls.build(encoded(), progress=progress, total=len(sessions))
 
-        return cls.build(sessions(), progress=progress, total=len(entries))
+
+#: A level prior's arrays: name -> (dtype, shape with None for any length; -1: the level's width).
+_PRIOR_ARRAYS: dict[str, tuple[np.dtype, tuple]] = {
+    "index": (np.uint8, (FRAME_HEIGHT - HUD_ROWS, -1)), "palette": (np.uint8, (None, 3)),
+    "confidence": (np.uint8, (FRAME_HEIGHT - HUD_ROWS, -1)), "hud_index": (np.uint8, (HUD_ROWS, FRAME_WIDTH)),
+    "hud_confidence": (np.uint8, (HUD_ROWS, FRAME_WIDTH)), "rotation_rows": (np.int16, (None,)),
+    "rotation_cols": (np.int16, (None,)), "rotation_index": (np.uint8, (None, ROTATION_PHASES)),
+    "digit_rows": (np.int16, (None,)), "digit_cols": (np.int16, (None,)), "digit_slot": (np.uint8, (None,)),
+    "digit_index": (np.uint8, (None, 10)),
+}
+
+
+def _check_prior(key: str, arrays: dict[str, np.ndarray]) -> None:
+    """A ValueError unless ``arrays`` make a level prior that :class:`MemoryBank` can index safely."""
+    width = arrays["index"].shape[1] if arrays["index"].ndim == 2 else -1
+    for name, (dtype, shape) in _PRIOR_ARRAYS.items():
+        array = arrays[name]
+        expected = tuple(width if size == -1 else size for size in shape)
+        if array.dtype != dtype or array.ndim != len(shape) \
+                or any(size is not None and size != have for size, have in zip(expected, array.shape)):
+            raise ValueError(f"stage prior {key!r}: {name} is {array.dtype} {tuple(array.shape)}, expected "
+                             f"{np.dtype(dtype)} {tuple('any' if size is None else size for size in expected)}")
+    if not 1 <= width <= MAX_LEVEL_WIDTH:
+        raise ValueError(f"stage prior {key!r} is {width} pixels wide: a level is 1 to {MAX_LEVEL_WIDTH}")
+    colours = len(arrays["palette"])
+    for name in ("index", "hud_index", "rotation_index"):
+        if arrays[name].size and int(arrays[name].max()) >= colours:
+            raise ValueError(f"stage prior {key!r}: {name} points past its {colours}-colour palette")
+    seen = arrays["digit_index"][arrays["digit_index"] != DIGIT_UNSEEN]
+    if seen.size and int(seen.max()) >= colours:
+        raise ValueError(f"stage prior {key!r}: digit_index points past its {colours}-colour palette")
+    rotation, digits = len(arrays["rotation_rows"]), len(arrays["digit_rows"])
+    if {len(arrays["rotation_cols"]), len(arrays["rotation_index"])} != {rotation} \
+            or {len(arrays["digit_cols"]), len(arrays["digit_slot"]), len(arrays["digit_index"])} != {digits}:
+        raise ValueError(f"stage prior {key!r}: the rotation or digit arrays differ in length")
+    for rows, cols, in_hud in ((arrays["rotation_rows"], arrays["rotation_cols"], False),
+                               (arrays["digit_rows"], arrays["digit_cols"], True)):
+        if len(rows) and (rows.min() < 0 or rows.max() >= (HUD_ROWS if in_hud else FRAME_HEIGHT)
+                          or cols.min() < 0 or cols.max() >= max(width, FRAME_WIDTH)):
+            raise ValueError(f"stage prior {key!r}: rotating or digit pixels lie outside the level")
+    if digits and int(arrays["digit_slot"].max()) >= HUD_DIGIT_SLOTS:
+        raise ValueError(f"stage prior {key!r}: a digit slot is beyond the {HUD_DIGIT_SLOTS} status-bar digits")
 
 
 def _mode_of(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,6 +355,41 @@ class MemoryConfig:
     confirms it (> 1: never hold back, the behaviour before this option)"""
     confirm_tolerance: float = 2.0 / 255.0
     """largest difference (any channel) counted as agreement"""
+    max_levels: int = 8
+    """level areas remembered in one session; a new area beyond this forgets the least recently seen one"""
+    max_pages: int = 128
+    """level-canvas pages (PAGE_WIDTH columns each, about 0.85 MB in RGB) kept over all areas of a session:
+    a whole level is 13-20 pages; beyond this the least recently seen page is forgotten"""
+
+    def __post_init__(self):
+        for name, (low, high) in _MEMORY_LIMITS.items():
+            value = getattr(self, name)
+            kind = int if isinstance(low, int) else float
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or (kind is int and not float(value).is_integer()) or not low <= value <= high:
+                raise ValueError(f"MemoryConfig.{name} must be {'an int' if kind is int else 'a number'} in "
+                                 f"[{low}, {high}], got {value!r}")
+        if not isinstance(self.use_prior, (bool, np.bool_)):
+            raise ValueError(f"MemoryConfig.use_prior must be True or False, got {self.use_prior!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MemoryConfig":
+        """A config from a checkpoint's ``memory`` entry: known keys only, each within its range."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a memory config must be a dict of MemoryConfig fields, got {type(values).__name__}")
+        unknown = sorted(map(str, set(values) - {f.name for f in fields(cls)}))
+        if unknown:
+            raise ValueError(f"unknown MemoryConfig fields {unknown}: expected only {sorted(_MEMORY_FIELDS)} (a "
+                             "checkpoint from a newer sgaps, or not an SPT checkpoint)")
+        return cls(**values)
+
+
+#: Inclusive ranges of MemoryConfig's numeric fields (an int bound means the field is an int).
+_MEMORY_LIMITS: dict[str, tuple] = {"ema": (0.0, 1.0), "reconstruction_confidence": (0.0, 1.0),
+                                    "dynamic_frames": (1, 64), "prior_confidence": (0.0, 1.0),
+                                    "confirm_above": (0.0, 1e9), "confirm_tolerance": (0.0, 1.0),
+                                    "max_levels": (1, 64), "max_pages": (2, 4096)}
+_MEMORY_FIELDS = (*_MEMORY_LIMITS, "use_prior")
 
 
 class MemoryBank:
@@ -306,8 +409,11 @@ class MemoryBank:
 
     def reset(self) -> None:
         """Forget the session (keeps the priors)."""
-        # level key -> (value (H - HUD, W_level, C), confidence, status-bar value (HUD, W, C), its confidence)
-        self._levels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        # level key -> (status-bar value (HUD, W, C), its confidence), least recently used first
+        self._levels: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # (level key, page) -> (value (H - HUD, PAGE_WIDTH, C), confidence): columns [page * PAGE_WIDTH, ...)
+        # of the level, least recently used first
+        self._pages: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         # level key -> (rows, cols, colours (P, ROTATION_PHASES, C)) of the prior's palette-rotating pixels
         self._rotations: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         # level key -> (rows, cols, slot, colours (Q, 10, C), seen (Q, 10)) of the prior's digit pixels
@@ -316,50 +422,103 @@ class MemoryBank:
         # (canvas, level key) -> {pixel index: a sample that contradicted a confident pixel, not yet confirmed}
         self._pending: dict[tuple[str, str], dict[int, np.ndarray]] = {}
 
-    def _level(self, key: str, needed_width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        body = self.height - HUD_ROWS
+    def _forget(self, key: str) -> None:
+        """Drop everything kept for level area ``key``."""
+        self._levels.pop(key, None)
+        for page in [page for page in self._pages if page[0] == key]:
+            del self._pages[page]
+        self._rotations.pop(key, None)
+        self._digits.pop(key, None)
+        self._pending.pop(("hud", key), None)
+        self._pending.pop(("level", key), None)
+
+    def _level(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Level area ``key``'s status bar ``(value (HUD, W, C), confidence (HUD, W))``, made (from its prior,
+        if any) when the area is first seen; the least recently seen area is forgotten beyond ``max_levels``."""
         level = self._levels.get(key)
-        if level is None:
-            width = max(needed_width, 4096)
-            value = np.zeros((body, width, self.channels), np.float32)
-            confidence = np.zeros((body, width), np.float32)
-            hud_value = np.zeros((HUD_ROWS, self.width, self.channels), np.float32)
-            hud_confidence = np.zeros((HUD_ROWS, self.width), np.float32)
-            prior = self.priors.levels.get(key) if self.config.use_prior else None
-            if prior is not None:
-                span = min(prior.width, width)
-                scale = self.config.prior_confidence / 255.0
-                value[:, :span] = _channels(prior.rgb()[:, :span], self.channels)
-                confidence[:, :span] = prior.confidence[:, :span] * scale
-                if prior.hud_index.shape == (HUD_ROWS, self.width):
-                    hud_value[:] = _channels(prior.hud_rgb(), self.channels)
-                    hud_confidence[:] = prior.hud_confidence * scale
-                if len(prior.digit_rows):
-                    seen = prior.digit_index != DIGIT_UNSEEN
-                    colours = _channels(prior.palette[np.where(seen, prior.digit_index, 0)], self.channels)
-                    self._digits[key] = (prior.digit_rows.astype(np.int64), prior.digit_cols.astype(np.int64),
-                                         prior.digit_slot.astype(np.int64), colours, seen)
-                if len(prior.rotation_rows):
-                    self._rotations[key] = (prior.rotation_rows.astype(np.int64), prior.rotation_cols.astype(np.int64),
-                                            _channels(prior.palette[prior.rotation_index], self.channels))
-            level = self._levels[key] = (value, confidence, hud_value, hud_confidence)
-        elif level[0].shape[1] < needed_width:
-            value, confidence, hud_value, hud_confidence = level
-            grow = max(needed_width, 2 * value.shape[1]) - value.shape[1]
-            value = np.concatenate([value, np.zeros((body, grow, self.channels), np.float32)], axis=1)
-            confidence = np.concatenate([confidence, np.zeros((body, grow), np.float32)], axis=1)
-            level = self._levels[key] = (value, confidence, hud_value, hud_confidence)
+        if level is not None:
+            self._levels.move_to_end(key)
+            return level
+        while len(self._levels) >= self.config.max_levels:
+            self._forget(next(iter(self._levels)))
+        hud_value = np.zeros((HUD_ROWS, self.width, self.channels), np.float32)
+        hud_confidence = np.zeros((HUD_ROWS, self.width), np.float32)
+        prior = self._prior(key)
+        if prior is not None:
+            scale = self.config.prior_confidence / 255.0
+            if prior.hud_index.shape == (HUD_ROWS, self.width):
+                hud_value[:] = _channels(prior.hud_rgb(), self.channels)
+                hud_confidence[:] = prior.hud_confidence * scale
+            if len(prior.digit_rows):
+                seen = prior.digit_index != DIGIT_UNSEEN
+                colours = _channels(prior.palette[np.where(seen, prior.digit_index, 0)], self.channels)
+                self._digits[key] = (prior.digit_rows.astype(np.int64), prior.digit_cols.astype(np.int64),
+                                     prior.digit_slot.astype(np.int64), colours, seen)
+            if len(prior.rotation_rows):
+                self._rotations[key] = (prior.rotation_rows.astype(np.int64), prior.rotation_cols.astype(np.int64),
+                                        _channels(prior.palette[prior.rotation_index], self.channels))
+        level = self._levels[key] = (hud_value, hud_confidence)
         return level
+
+    def _prior(self, key: str) -> LevelPrior | None:
+        return self.priors.levels.get(key) if self.config.use_prior else None
+
+    def _page(self, key: str, page: int) -> tuple[np.ndarray, np.ndarray]:
+        """Columns ``[page * PAGE_WIDTH, (page + 1) * PAGE_WIDTH)`` of level ``key``: ``(value, confidence)``,
+        made from the level's prior (or empty) when first needed."""
+        found = self._pages.get((key, page))
+        if found is not None:
+            self._pages.move_to_end((key, page))
+            return found
+        while len(self._pages) >= self.config.max_pages:
+            self._pages.popitem(last=False)
+        body = self.height - HUD_ROWS
+        value = np.zeros((body, PAGE_WIDTH, self.channels), np.float32)
+        confidence = np.zeros((body, PAGE_WIDTH), np.float32)
+        prior = self._prior(key)
+        start = page * PAGE_WIDTH
+        if prior is not None and start < prior.width:
+            span = min(PAGE_WIDTH, prior.width - start)
+            value[:, :span] = _channels(prior.rgb()[:, start:start + span], self.channels)
+            confidence[:, :span] = prior.confidence[:, start:start + span] * (self.config.prior_confidence / 255.0)
+        found = self._pages[(key, page)] = (value, confidence)
+        return found
+
+    def _window_pages(self, key: str, camera: int) -> list[tuple[slice, np.ndarray, np.ndarray, slice]]:
+        """The pages under the screen at ``camera``: ``(screen columns, page value, page confidence, page columns)``."""
+        if camera + self.width > MAX_LEVEL_WIDTH:
+            raise ValueError(f"a camera x of {camera} pixels is beyond the camera_x field's range "
+                             f"(at most {MAX_LEVEL_WIDTH - self.width}): pass the state vector the environment gives")
+        parts = []
+        for page in range(camera // PAGE_WIDTH, (camera + self.width - 1) // PAGE_WIDTH + 1):
+            low, high = max(camera, page * PAGE_WIDTH), min(camera + self.width, (page + 1) * PAGE_WIDTH)
+            value, confidence = self._page(key, page)
+            parts.append((slice(low - camera, high - camera), value, confidence,
+                          slice(low - page * PAGE_WIDTH, high - page * PAGE_WIDTH)))
+        return parts
+
+    def _window(self, key: str, camera: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the level canvas under the screen: ``(value (H - HUD, W, C), confidence (H - HUD, W))``."""
+        body = self.height - HUD_ROWS
+        value = np.empty((body, self.width, self.channels), np.float32)
+        confidence = np.empty((body, self.width), np.float32)
+        for screen, page_value, page_confidence, columns in self._window_pages(key, camera):
+            value[:, screen], confidence[:, screen] = page_value[:, columns], page_confidence[:, columns]
+        return value, confidence
+
+    def _store_window(self, key: str, camera: int, value: np.ndarray, confidence: np.ndarray) -> None:
+        """Write an edited :meth:`_window` back into the level's pages."""
+        for screen, page_value, page_confidence, columns in self._window_pages(key, camera):
+            page_value[:, columns], page_confidence[:, columns] = value[:, screen], confidence[:, screen]
 
     def view(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The static memory seen from this frame's camera: ``(canvas (H, W, C), confidence (H, W))`` copies."""
         camera, key = max(0, camera_x(state)), area_key(state)
-        value, confidence, hud_value, hud_confidence = self._level(key, camera + self.width)
+        hud_value, hud_confidence = self._level(key)
         canvas = np.empty((self.height, self.width, self.channels), np.float32)
         trust = np.empty((self.height, self.width), np.float32)
         canvas[:HUD_ROWS], trust[:HUD_ROWS] = hud_value, hud_confidence
-        canvas[HUD_ROWS:] = value[:, camera:camera + self.width]
-        trust[HUD_ROWS:] = confidence[:, camera:camera + self.width]
+        canvas[HUD_ROWS:], trust[HUD_ROWS:] = self._window(key, camera)
         self._rotate(canvas, key, camera, rotation_phase(state))
         self._draw_digits(canvas, key, state)
         return canvas, trust
@@ -445,7 +604,8 @@ class MemoryBank:
         values = np.asarray(values, np.float32).reshape(len(rows), self.channels)
         camera, key = max(0, camera_x(state)), area_key(state)
         sprites = box_mask(sprite_boxes(state, state_mask), self.height, self.width, margin=SPRITE_MARGIN)
-        level_value, level_confidence, hud_value, hud_confidence = self._level(key, camera + self.width)
+        hud_value, hud_confidence = self._level(key)
+        level_value, level_confidence = self._window(key, camera)
         static = ~sprites[rows, cols]
         hud = static & (rows < HUD_ROWS)
         r, c = rows[hud], cols[hud]
@@ -454,10 +614,10 @@ class MemoryBank:
         hud_value[r[write], c[write]] = values[hud][write]
         hud_confidence[r[write], c[write]] = 1.0
         body = static & (rows >= HUD_ROWS)
-        r, c = rows[body] - HUD_ROWS, cols[body] + camera
-        # world x * body height + row: stable when the level canvas grows
-        write, confirmed = self._confirmed(("level", key), c * (self.height - HUD_ROWS) + r, level_value[r, c],
-                                           level_confidence[r, c], values[body])
+        r, c = rows[body] - HUD_ROWS, cols[body]
+        # pending contradictions are keyed by world x * body height + row: they stay put as the camera moves
+        write, confirmed = self._confirmed(("level", key), (c + camera) * (self.height - HUD_ROWS) + r,
+                                           level_value[r, c], level_confidence[r, c], values[body])
         r, c, body_values = r[write], c[write], values[body][write]
         rate = np.maximum(self.config.ema, 1.0 - level_confidence[r, c])[:, None]
         rate[confirmed[write]] = 1.0
@@ -465,12 +625,11 @@ class MemoryBank:
         level_confidence[r, c] = 1.0
         if reconstruction is not None:
             floor = self.config.reconstruction_confidence
-            window_value = level_value[:, camera:camera + self.width]
-            window_confidence = level_confidence[:, camera:camera + self.width]
-            fill = (window_confidence < floor) & ~sprites[HUD_ROWS:]
-            window_value[fill] = reconstruction[HUD_ROWS:][fill]
-            window_confidence[fill] = floor
+            fill = (level_confidence < floor) & ~sprites[HUD_ROWS:]
+            level_value[fill] = reconstruction[HUD_ROWS:][fill]
+            level_confidence[fill] = floor
             hud_fill = (hud_confidence < floor) & ~sprites[:HUD_ROWS]
             hud_value[hud_fill] = reconstruction[:HUD_ROWS][hud_fill]
             hud_confidence[hud_fill] = floor
+        self._store_window(key, camera, level_value, level_confidence)
         self._recent.append((rows.copy(), cols.copy(), values.copy(), (camera, key)))

@@ -4,8 +4,15 @@ A scorer is ``scorer(frame, pixels, state, state_mask) -> float`` (PSNR in dB he
 ``reset()`` that the environment calls at every episode start, so reconstructors with a memory of the
 session (the SPT, the temporal hold) start fresh with each episode.
 
-    gym.make("SGAPS-SMB-v0", color="rgb", reward_mode="reconstruction")            # the shipped SPT
+The environment never loads a reconstructor itself (``sgaps_env`` imports nothing from ``models``):
+``reward_mode="reconstruction"`` needs a scorer passed in::
+
+    gym.make("SGAPS-SMB-v0", color="rgb", scorer=SPTScorer(), reward_mode="reconstruction")  # the shipped SPT
     gym.make("SGAPS-SMB-v0", scorer=BaselineScorer("hold"), reward_mode="reconstruction")
+
+The shipped SPT checkpoint reconstructs RGB samples; for ``color="gray"`` pass
+``SPTScorer(<a checkpoint trained with experiments/train_reconstructor.py --color gray>)`` or a
+``BaselineScorer``.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import numpy as np
 
 from models.baselines import BASELINES, make_baseline
 from models.metrics import psnr
-from sgaps_env.coords import frame_values
+from sgaps_env.coords import color_for, frame_values
 
 
 def _color_of(pixels: np.ndarray) -> str:
@@ -57,7 +64,7 @@ class SPTScorer:
 
     @property
     def color(self) -> str:
-        return "rgb" if self.reconstructor.channels == 3 else "gray"
+        return color_for(self.reconstructor.channels)
 
     def reset(self) -> None:
         self.reconstructor.reset()
@@ -68,13 +75,3 @@ class SPTScorer:
 
     def __repr__(self) -> str:
         return f"SPTScorer({self.reconstructor.checkpoint!s})"
-
-
-def default_scorer(color: str) -> SPTScorer:
-    """The environment's scorer when none is given: the shipped SPT (it reconstructs RGB samples)."""
-    scorer = SPTScorer()
-    if scorer.color != color:
-        raise ValueError(f"the shipped SPT checkpoint reconstructs {scorer.color} samples but the environment samples "
-                         f"{color}: use color={scorer.color!r}, or pass scorer=SPTScorer(<a {color} checkpoint from "
-                         f"experiments/train_reconstructor.py --color {color}>) or scorer=BaselineScorer('hold')")
-    return scorer

@@ -37,8 +37,7 @@ from models.memory import MemoryBank, MemoryConfig, StagePriors
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, uv_to_pixel
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, TEMPLATE_SIZE, camera_x, hud_digits,
                               sprite_boxes, template_windows)
-from sgaps_env.state import STATE_INDEX
-from sgaps_env.state import ENEMY_SLOTS
+from sgaps_env.state import ENEMY_SLOTS, STATE_FIELDS, STATE_INDEX
 
 #: The checkpoint the environment's scorer and the demo use by default.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "spt-small-smb1.pt"
@@ -89,10 +88,25 @@ class SPTConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        """A config from a checkpoint: known fields only, each of its type and within :data:`CONFIG_LIMITS`,
+        checked before anything is built (a checkpoint is untrusted input)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a checkpoint's config must be a dict of SPTConfig fields, got {type(values).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(map(str, set(values) - set(known)))
         if unknown:
             raise ValueError(f"unknown SPTConfig fields {unknown}: the checkpoint is from a newer version of sgaps")
+        for name, value in values.items():
+            default = known[name].default
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"SPTConfig.{name} must be True or False, got {value!r}")
+            elif isinstance(default, int):
+                low, high = CONFIG_LIMITS[name]
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                    raise ValueError(f"SPTConfig.{name} must be an int in [{low}, {high}], got {value!r}")
+            elif not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+                raise ValueError(f"SPTConfig.{name} must be a number in [0, 1), got {value!r}")
         return cls(**values)
 
 
@@ -101,6 +115,16 @@ SIZES: dict[str, dict] = {
     "tiny": dict(dim=32, heads=2, encoder_layers=1, decoder_layers=1, refine_layers=1),
     "small": dict(dim=64, heads=4, encoder_layers=2, decoder_layers=1, refine_layers=2),
     "base": dict(dim=128, heads=8, encoder_layers=4, decoder_layers=2, refine_layers=3),
+}
+
+
+#: Inclusive ranges of a checkpoint's int config fields: about twice the largest named size, and the NES
+#: frame the memory is built for. A checkpoint outside them is refused before the model is built.
+CONFIG_LIMITS: dict[str, tuple[int, int]] = {
+    "channels": (1, 3), "dim": (8, 2 * SIZES["base"]["dim"]), "heads": (1, 2 * SIZES["base"]["heads"]),
+    "encoder_layers": (0, 2 * SIZES["base"]["encoder_layers"]), "decoder_layers": (1, 2 * SIZES["base"]["decoder_layers"]),
+    "refine_layers": (0, 2 * SIZES["base"]["refine_layers"]), "tile": (4, 16), "fourier_bands": (1, 16),
+    "state_dim": (len(STATE_FIELDS), 1024), "height": (FRAME_HEIGHT, FRAME_HEIGHT), "width": (FRAME_WIDTH, FRAME_WIDTH),
 }
 
 
@@ -431,22 +455,111 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a readable torch checkpoint ({error})") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an SPT checkpoint (no format={CHECKPOINT_FORMAT!r} entry)")
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
+    version = payload.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{path} has checkpoint version {version!r}: expected an int")
+    if version > CHECKPOINT_VERSION:
         raise ValueError(f"{path} is checkpoint version {payload['version']}; this sgaps reads up to "
                          f"{CHECKPOINT_VERSION}: upgrade sgaps")
     return payload
 
 
+def check_weights(state_dict, config: SPTConfig) -> None:
+    """A ValueError unless ``state_dict`` holds exactly the tensors, of exactly the shapes, that an SPT of
+    ``config`` has. The reference shapes come from a model on the meta device: nothing is allocated."""
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise ValueError("the checkpoint's state_dict must be a dict of parameter name -> tensor")
+    with torch.device("meta"):
+        expected = {name: tuple(tensor.shape) for name, tensor in SparsePixelTransformer(config).state_dict().items()}
+    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(map(str, set(state_dict) - set(expected)))
+    if missing or unexpected:
+        raise ValueError(f"the checkpoint's weights do not match its config: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}: the file is damaged or was not written by save_checkpoint")
+    for name, shape in expected.items():
+        tensor = state_dict[name]
+        if tuple(tensor.shape) != shape or not tensor.is_floating_point():
+            raise ValueError(f"the checkpoint's weight {name} is {tensor.dtype} {tuple(tensor.shape)} but its config "
+                             f"needs a float tensor of shape {shape}: the file is damaged or its config was edited")
+
+
 def load_checkpoint(path: str | Path = DEFAULT_CHECKPOINT) -> tuple[SparsePixelTransformer, StagePriors, MemoryConfig, dict]:
-    """``(model in eval mode, stage priors, memory config, metadata)`` from a checkpoint file."""
+    """``(model in eval mode, stage priors, memory config, metadata)`` from a checkpoint file.
+
+    Everything read is checked (config fields and ranges, the weights' names and shapes, the memory
+    config, the priors' arrays) before the model is built, so a bad file fails fast and allocates nothing big.
+    """
     payload = read_checkpoint(path)
-    model = SparsePixelTransformer(SPTConfig.from_dict(payload["config"]))
+    missing = sorted({"config", "state_dict", "priors", "memory"} - set(payload))
+    if missing:
+        raise ValueError(f"{path} lacks the checkpoint entries {missing}: write checkpoints with save_checkpoint")
+    config = SPTConfig.from_dict(payload["config"])
+    check_weights(payload["state_dict"], config)
+    memory_config = MemoryConfig.from_dict(payload["memory"])
+    priors = StagePriors.from_tensors(payload["priors"])
+    metadata = payload.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: the checkpoint's metadata must be a dict, got {type(metadata).__name__}")
+    model = SparsePixelTransformer(config)
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    return model, StagePriors.from_tensors(payload["priors"]), MemoryConfig(**payload["memory"]), payload["metadata"]
+    return model, priors, memory_config, metadata
 
 
 # --- the reconstructor ----------------------------------------------------------------------------------
+
+_FIELD_LOW = np.array([field.low for field in STATE_FIELDS])
+_FIELD_HIGH = np.array([field.high for field in STATE_FIELDS])
+# float32 rounding of value / scale may land a hair outside a field's exact bounds
+_FIELD_SLACK = 1e-5 * np.maximum(1.0, np.maximum(np.abs(_FIELD_LOW), np.abs(_FIELD_HIGH)))
+#: Fields the memory indexes its canvases by: checked whatever the mask says.
+PLACING_FIELDS = ("camera_x", "world", "stage", "area")
+
+
+def _real_array(value, what: str) -> np.ndarray:
+    """``value`` as a float64 array, or a ValueError unless it holds real numbers (no bools, strings, complex)."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{what} must be an array of real numbers (float or int), got dtype {array.dtype}")
+    return array.astype(np.float64, copy=False)
+
+
+def check_frame_inputs(pixels, state, state_mask, channels: int, state_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(pixels (N, 2 + C) float32, state (D,) float32, state_mask (D,) float32)`` after checking them, or a
+    ValueError saying what is wrong: one frame's input to an SPT of ``channels`` colours and ``state_dim``."""
+    colour = "RGB" if channels == 3 else "luma"
+    pixels = _real_array(pixels, "pixels")
+    if pixels.ndim != 2 or pixels.shape[1] != 2 + channels:
+        raise ValueError(f"this SPT takes pixels of shape (N, {2 + channels}) (u, v and {colour}), got "
+                         f"{pixels.shape}: use the environment's color={'rgb' if channels == 3 else 'gray'!r} or a "
+                         "checkpoint of the other colour mode")
+    if not 1 <= len(pixels) <= FRAME_HEIGHT * FRAME_WIDTH:
+        raise ValueError(f"{len(pixels)} pixels: a frame's input needs at least 1 and at most the "
+                         f"{FRAME_HEIGHT * FRAME_WIDTH} pixels a frame has")
+    if not np.isfinite(pixels).all():
+        raise ValueError("pixels hold NaN or infinite values: pass the observation's pixels unchanged")
+    if (pixels.min() < 0.0 or pixels.max() > 1.0):
+        column = "coordinates (u, v)" if (pixels[:, :2].min() < 0 or pixels[:, :2].max() > 1) else "values"
+        raise ValueError(f"pixel {column} must lie in [0, 1], got [{pixels.min():g}, {pixels.max():g}]: values are "
+                         "uint8 / 255 (sgaps_env.coords.frame_values), coordinates are pixel centres in [0, 1]")
+    state, state_mask = _real_array(state, "state"), _real_array(state_mask, "state_mask")
+    if state.ndim != 1 or state.shape != state_mask.shape or len(state) != state_dim:
+        raise ValueError(f"state and state_mask must both be 1-D of length {state_dim} (this SPT's state_dim; at "
+                         f"least the {len(STATE_FIELDS)} named fields), got {state.shape} and {state_mask.shape}")
+    if not (np.isfinite(state).all() and np.isfinite(state_mask).all()):
+        raise ValueError("state and state_mask must be finite (masked entries hold the sentinel, e.g. -999)")
+    if not np.isin(state_mask, (0.0, 1.0)).all():
+        raise ValueError("state_mask must hold only 0 (invalid) and 1 (valid)")
+    named = state[:len(STATE_FIELDS)]
+    checked = state_mask[:len(STATE_FIELDS)] == 1
+    checked[[STATE_INDEX[name] for name in PLACING_FIELDS]] = True
+    outside = checked & ((named < _FIELD_LOW - _FIELD_SLACK) | (named > _FIELD_HIGH + _FIELD_SLACK))
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        field = STATE_FIELDS[index]
+        raise ValueError(f"state field {field.name} is {named[index]:g}, outside its range [{field.low:g}, "
+                         f"{field.high:g}] (sgaps_env.STATE_FIELDS): pass the state the environment gives")
+    return pixels.astype(np.float32), state.astype(np.float32), state_mask.astype(np.float32)
+
 
 
 class SPTReconstructor:
@@ -490,12 +603,10 @@ class SPTReconstructor:
         self.memory.reset()
 
     def inputs(self, pixels: np.ndarray, state: np.ndarray, state_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """This frame's model inputs (before the memory update), checking the colour mode."""
-        pixels = np.asarray(pixels, np.float32)
-        if pixels.ndim != 2 or pixels.shape[1] != 2 + self.channels:
-            raise ValueError(f"this SPT takes pixels of shape (N, {2 + self.channels}) (u, v and "
-                             f"{'RGB' if self.channels == 3 else 'luma'}), got {pixels.shape}: use the environment's "
-                             f"color={'rgb' if self.channels == 3 else 'gray'!r} or a checkpoint of the other colour mode")
+        """This frame's model inputs (before the memory update), after :func:`check_frame_inputs`: a rejected
+        frame raises a ValueError and leaves the memory as it was."""
+        pixels, state, state_mask = check_frame_inputs(pixels, state, state_mask, self.channels,
+                                                       self.model.config.state_dim)
         rows, cols = uv_to_pixel(pixels[:, :2], self.model.config.height, self.model.config.width)
         return frame_inputs(self.memory, rows, cols, pixels[:, 2:], state, state_mask)
 
@@ -516,6 +627,7 @@ class SPTReconstructor:
         deterministic pass's either way, and the memory is updated once, as by :meth:`reconstruct`.
         """
         inputs = self.inputs(pixels, state, state_mask)
+        state, state_mask = inputs["state"], inputs["state_mask"]
         batch = collate_inputs([inputs], self.device)
         outputs = self.model(batch, need_weights=need_weights)
         frame = outputs["frame"][0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()

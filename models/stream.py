@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from models.dataset import session_entries
 from models.memory import MemoryBank, MemoryConfig, StagePriors
 from models.spt import collate_inputs, frame_inputs
-from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, make_pattern, to_gray, uv_to_pixel
-from sgaps_env.session_file import SessionFile
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, color_for, frame_values, make_pattern, uv_to_pixel
+from sgaps_env.session_file import RecordedSession, list_sessions
 
 
 @dataclass
@@ -54,27 +53,23 @@ class StreamConfig:
 class _SessionWalker:
     """One session replayed step by step with its own memory and sampling state."""
 
-    def __init__(self, path: str, key: str, rng: np.random.Generator, priors: StagePriors,
+    def __init__(self, session: RecordedSession, rng: np.random.Generator, priors: StagePriors,
                  memory_config: MemoryConfig, config: StreamConfig):
-        self.path, self.key, self.rng, self.config = path, key, rng, config
+        self.session, self.rng, self.config = session, rng, config
+        self.color = color_for(config.channels)
         self.memory = MemoryBank(config.channels, priors, memory_config)
-        self.session_file = SessionFile(path)  # reads the index once, not at every chunk
-        with self.session_file.open() as handle:
-            group = handle[key]
-            self.length = len(group["state"])
-            self.palette = group["palette"][:]
-            self.states, self.masks = group["state"][:], group["state_mask"][:]
+        self.states, self.masks = session.states()
+        self.length = len(self.states)
         self.step, self.frames, self.frames_from = 0, None, 0
         self.previous = None
         self.count, self.pattern = 0, "random"
 
     def _frame(self, step: int) -> np.ndarray:
+        """Frame ``step`` as stored: ``(H, W, 3)`` uint8 RGB."""
         if self.frames is None or not self.frames_from <= step < self.frames_from + len(self.frames):
-            with self.session_file.open() as handle:
-                self.frames = handle[self.key]["frames"][step:step + self.config.chunk]
+            self.frames = self.session.frames(slice(step, step + self.config.chunk))
             self.frames_from = step
-        rgb = self.palette[self.frames[step - self.frames_from]].astype(np.float32) / 255.0
-        return to_gray(rgb)[..., None] if self.config.channels == 1 else rgb
+        return self.frames[step - self.frames_from]
 
     def next_pair(self) -> tuple[dict, np.ndarray, dict, np.ndarray] | None:
         """``(inputs_{t-1}, frame_{t-1}, inputs_t, frame_t)`` or None at the session's end."""
@@ -85,35 +80,33 @@ class _SessionWalker:
                 names = list(self.config.patterns)
                 weights = np.array([self.config.patterns[n] for n in names], float)
                 self.pattern = names[self.rng.choice(len(names), p=weights / weights.sum())]
-            truth = self._frame(self.step)
+            frame = self._frame(self.step)
+            truth = frame_values(frame, self.color)
             rows, cols = uv_to_pixel(make_pattern(self.pattern, self.count, self.rng), FRAME_HEIGHT, FRAME_WIDTH)
             values = truth[rows, cols]
             state, mask = self.states[self.step], self.masks[self.step]
             inputs = frame_inputs(self.memory, rows, cols, values, state, mask)
             self.memory.update(rows, cols, values, state, mask)
             self.step += 1
-            current = (inputs, (truth * 255).round().astype(np.uint8))
+            # the uint8 frame keeps the shuffle buffer small; collate() converts it with frame_values again
+            current = (inputs, frame)
             previous, self.previous = self.previous, current
             if previous is not None:
                 return (*previous, *current)
         return None
 
 
-def list_sessions(paths, split: str | None) -> list[tuple[str, str]]:
-    """``(file path, "checkpoint_key/session_id")`` of every session with frames in ``split``."""
-    sessions = [(str(session_file.path), f"{entry.checkpoint_key}/{entry.session_id}")
-                for session_file, entry in session_entries(paths, split)]
-    if not sessions:
-        raise ValueError(f"no sessions of split {split!r} in {list(map(str, paths))}: record some with "
-                         f"`python agents/collect.py` (sessions are split about 80/10/10 by a hash of their id)")
-    return sessions
-
-
 class ReconstructionStream(IterableDataset):
     """Batches of consecutive frame pairs with memory-aware SPT inputs; see the module docstring."""
 
     def __init__(self, paths, priors: StagePriors, config: StreamConfig, memory_config: MemoryConfig | None = None):
-        self.sessions = list_sessions(paths, config.split)
+        if config.channels not in (1, 3):
+            raise ValueError(f"StreamConfig.channels must be 1 (luma) or 3 (RGB), got {config.channels!r}")
+        self.sessions = list_sessions(paths, config.split, need_frames=True)
+        if not self.sessions:
+            raise ValueError(f"no session of split {config.split!r} in {paths}: record more with "
+                             "`python agents/collect.py` (sessions fall into train/val/test about 80/10/10 by a hash "
+                             "of their id), or set StreamConfig.split=None to train on every session")
         self.priors, self.config = priors, config
         self.memory_config = memory_config or MemoryConfig()
 
@@ -132,9 +125,8 @@ class ReconstructionStream(IterableDataset):
             while len(walkers) < config.concurrent_sessions:
                 if not order:
                     order = list(rng.permutation(len(mine)))
-                path, key = mine[order.pop()]
-                walkers.append(_SessionWalker(path, key, np.random.default_rng(rng.integers(2 ** 63)), self.priors,
-                                              self.memory_config, config))
+                walkers.append(_SessionWalker(mine[order.pop()], np.random.default_rng(rng.integers(2 ** 63)),
+                                              self.priors, self.memory_config, config))
             walker = walkers[int(rng.integers(len(walkers)))]
             pair = walker.next_pair()
             if pair is None:
@@ -163,5 +155,6 @@ class ReconstructionStream(IterableDataset):
         for item in items:
             chosen = rng.choice(len(item["token_xy"]), size=keep, replace=False)
             trimmed.append({**item, "token_xy": item["token_xy"][chosen], "token_values": item["token_values"][chosen]})
-        target = torch.from_numpy(np.stack(targets)).permute(0, 3, 1, 2).float() / 255.0
+        target = frame_values(np.stack(targets), color_for(self.config.channels))
+        target = torch.from_numpy(target).permute(0, 3, 1, 2).contiguous()
         return {"inputs": collate_inputs(trimmed), "target": target, "count": keep}

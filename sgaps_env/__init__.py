@@ -16,7 +16,8 @@ from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, extract_pixel
 from sgaps_env.env import SGAPSSuperMarioBrosEnv, parse_stage
 from sgaps_env.player import Player, as_player
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX, StateVectorReader
-from sgaps_env.wrappers import PlayerLearningWrapper, SamplerLearningWrapper, allocation_to_coords
+from sgaps_env.tiles import allocation_to_coords
+from sgaps_env.wrappers import PlayerLearningWrapper, SamplerLearningWrapper
 
 __version__ = "0.1.0"
 

@@ -44,10 +44,19 @@ def channels_for(color: str) -> int:
     """Number of values per sampled pixel for a colour mode ("gray" or "rgb")."""
     try:
         return COLOR_CHANNELS[color]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(
             f"unknown color {color!r}: expected one of {sorted(COLOR_CHANNELS)}"
         ) from None
+
+
+def color_for(channels: int) -> str:
+    """The colour mode whose sampled pixels carry ``channels`` values (1: ``"gray"``, 3: ``"rgb"``)."""
+    for color, count in COLOR_CHANNELS.items():
+        if count == channels:
+            return color
+    raise ValueError(f"no colour mode has {channels!r} channels: expected one of {sorted(COLOR_CHANNELS.values())} "
+                     f"({COLOR_CHANNELS})")
 
 
 def uv_to_pixel(
@@ -95,29 +104,55 @@ def extract_pixels(frame: np.ndarray, coords: np.ndarray, color: str = "gray") -
     return out
 
 
+def _check_uint8_frames(frame: np.ndarray, what: str) -> np.ndarray:
+    """``frame`` as an array of uint8 ``(..., 3)`` RGB, or a ValueError saying what was passed instead."""
+    array = np.asarray(frame)
+    if array.dtype != np.uint8 or array.ndim < 1 or array.shape[-1] != 3:
+        raise ValueError(f"{what} takes uint8 RGB frames of shape (..., 3) as the emulator and session files give "
+                         f"them, got dtype {array.dtype} and shape {array.shape}: do not divide by 255 first "
+                         "(this function does it)")
+    return array
+
+
 def to_gray(frame: np.ndarray) -> np.ndarray:
-    """BT.601 luma of an ``(..., 3)`` uint8 frame as float32 in [0, 1]."""
-    return frame @ (BT601_LUMA / 255.0)
+    """BT.601 luma of ``(..., 3)`` uint8 RGB as float32 in [0, 1], shape ``(...)``."""
+    return _check_uint8_frames(frame, "to_gray") @ (BT601_LUMA / 255.0)
 
 
 def frame_values(frame: np.ndarray, color: str) -> np.ndarray:
-    """An ``(H, W, 3)`` uint8 frame in a colour mode's values: ``(H, W, C)`` float32 in [0, 1].
+    """Frames in a colour mode's values: ``(..., H, W, 3)`` uint8 RGB -> ``(..., H, W, C)`` float32 in [0, 1].
 
-    These are the values ``extract_pixels`` reads, at every pixel (the truth a reconstruction is scored on).
+    The one conversion from emulated or stored frames to the values that ``extract_pixels`` reads and
+    that reconstructions are scored on. It takes uint8 only, so values already in [0, 1] cannot be
+    divided by 255 twice.
     """
-    if channels_for(color) == 1:
-        return to_gray(frame)[..., None]
-    return frame.astype(np.float32) / 255.0
+    channels = channels_for(color)
+    array = _check_uint8_frames(frame, "frame_values")
+    if channels == 1:
+        return (array @ (BT601_LUMA / 255.0))[..., None]
+    return array.astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def validate_coords(coords, count: int, clip: bool = False) -> np.ndarray:
     """Check a coordinate action and return it as a ``(count, 2)`` float32 array.
 
-    Raises ``ValueError`` naming the problem when the shape is wrong, a value is
-    NaN or infinite, or a value lies outside [0, 1] (unless ``clip`` is set, in
-    which case out-of-range finite values are clipped into [0, 1]).
+    Raises ``ValueError`` naming the problem when the coordinates are not real
+    numbers (bool, complex, string or object arrays: a bool is not a position
+    and a complex number has no order), the shape is wrong, a value is NaN or
+    infinite, or a value lies outside [0, 1] (unless ``clip`` is set, in which
+    case out-of-range finite values are clipped into [0, 1]).
     """
-    array = np.asarray(coords, dtype=np.float32)
+    try:
+        array = np.asarray(coords)
+    except ValueError:  # ragged nested lists
+        raise ValueError(f"coords must be a ({count}, 2) array of (u, v) numbers, got ragged nested "
+                         "sequences") from None
+    if array.dtype.kind not in "fiu":
+        raise ValueError(
+            f"coords has dtype {array.dtype}, expected real numbers (a float or integer array): "
+            "pass (u, v) as e.g. np.float32 values in [0, 1], not bools, complex numbers, strings or objects"
+        )
+    array = array.astype(np.float32, copy=False)
     if array.shape != (count, 2):
         raise ValueError(
             f"coords has shape {array.shape}, expected ({count}, 2): one (u, v) pair per "
@@ -178,14 +213,25 @@ def random_pixels(count: int, rng: np.random.Generator | None = None, height: in
 
 def stratified(count: int, rng: np.random.Generator | None = None, height: int = FRAME_HEIGHT,
                width: int = FRAME_WIDTH) -> np.ndarray:
-    """Jittered grid: one uniformly random point inside each of ``count`` grid cells."""
+    """Jittered grid: one uniformly random point inside each of ``count`` grid cells, as the centres of
+    ``count`` distinct pixels.
+
+    Cells are not whole pixels (7.5 px wide at 1085 points), so two neighbouring points can fall in
+    one pixel; each such repeat is replaced by a random pixel not yet taken, so no budget is wasted.
+    """
     rng = np.random.default_rng() if rng is None else rng
     rows, cols = _grid_shape(count, height, width)
     cells = np.sort(rng.choice(rows * cols, size=count, replace=False))
     jitter = rng.random((count, 2))
-    u = (cells % cols + jitter[:, 0]) / cols
-    v = (cells // cols + jitter[:, 1]) / rows
-    return np.clip(np.stack([u, v], axis=1), 0.0, 1.0).astype(np.float32)
+    x = np.minimum(((cells % cols + jitter[:, 0]) * width / cols).astype(np.int64), width - 1)
+    y = np.minimum(((cells // cols + jitter[:, 1]) * height / rows).astype(np.int64), height - 1)
+    flat = y * width + x
+    _, first = np.unique(flat, return_index=True)
+    if len(first) < count:
+        kept = flat[np.sort(first)]
+        free = np.setdiff1d(np.arange(height * width), kept, assume_unique=True)
+        flat = np.concatenate([kept, rng.choice(free, size=count - len(kept), replace=False)])
+    return pixel_to_uv(flat // width, flat % width, height, width)
 
 
 def checkerboard(count: int, rng: np.random.Generator | None = None, height: int = FRAME_HEIGHT,

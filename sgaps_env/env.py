@@ -1,6 +1,7 @@
 """``SGAPS-SMB-v0``: Super Mario Bros seen through a few hundred sampled pixels."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable
 
@@ -10,13 +11,20 @@ from gymnasium import spaces
 from gym_super_mario_bros import SuperMarioBrosEnv
 
 from sgaps_env.buttons import combo_to_byte, resolve_button_set
-from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, channels_for, extract_pixels,
+from sgaps_env.coords import (COLOR_CHANNELS, FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, channels_for, extract_pixels,
                               make_pattern, validate_coords)
 from sgaps_env.render import HumanViewer
 from sgaps_env.state import DEFAULT_MAX_STATE_DIM, DEFAULT_SENTINEL, StateVectorReader
 
 #: The reward a step can return.
 REWARD_MODES = ("game", "reconstruction")
+
+#: The keys ``reset(options=...)`` understands.
+RESET_OPTIONS = ("coords",)
+
+#: Where to look for a scorer when ``reward_mode="reconstruction"`` is asked for without one.
+_SCORER_HINT = ("e.g. scorer=models.scoring.SPTScorer() (the shipped SPT; it reconstructs color='rgb' samples) or "
+                "scorer=models.scoring.BaselineScorer('hold')")
 
 #: A reconstruction scorer: ``scorer(frame, pixels, state, state_mask) -> float``, higher is better.
 #: ``frame`` is the true ``(240, 256, 3)`` uint8 frame the pixels were sampled from.
@@ -33,12 +41,48 @@ def parse_stage(stage: str | tuple[int, int] | None) -> tuple[int, int] | None:
         match = _STAGE_PATTERN.match(stage)
         if match:
             return int(match.group(1)), int(match.group(2))
-    elif isinstance(stage, (tuple, list)) and len(stage) == 2 and all(isinstance(x, (int, np.integer)) for x in stage):
+    elif (isinstance(stage, (tuple, list)) and len(stage) == 2
+          and all(isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) for x in stage)):
         world, level = int(stage[0]), int(stage[1])
         if 1 <= world <= 8 and 1 <= level <= 4:
             return world, level
     raise ValueError(f"unknown stage {stage!r}: expected 'W-S' with world W in 1..8 and stage S in 1..4 "
                      "(e.g. '1-1' or (1, 1)), or None for the whole game from 1-1")
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a real bool: truthiness would read the string ``"False"`` as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {type(value).__name__} {value!r}: pass a bool "
+                         "(a string such as 'False' or 'no' is not read as one)")
+    return bool(value)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]``; bools, floats and strings are refused, not converted."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def _check_real(name: str, value: Any, expected: str) -> float:
+    """``value`` as a finite float; bools, complex numbers and strings are refused, not converted."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return float(value)
+
+
+def _check_choice(name: str, value: Any, choices) -> Any:
+    """``value`` if it is one of ``choices`` (compared only when hashable, so a list gets this error too)."""
+    known = sorted(choice for choice in choices if choice is not None)
+    if not isinstance(value, (str, type(None))) or value not in choices:
+        extra = " or None" if None in choices else ""
+        raise ValueError(f"unknown {name} {value!r}: expected one of {known}{extra}")
+    return value
 
 
 class SGAPSSuperMarioBrosEnv(gym.Env):
@@ -83,8 +127,11 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     ``reward_mode="game"`` (default): gym-super-mario-bros' reward summed over
     the step's frames (progress to the right, clock penalty, score, coins,
     power-up, stage clear +50, death -25). ``reward_mode="reconstruction"``:
-    the value the ``scorer`` gives this step's sampled pixels. With a scorer
-    set, ``info`` carries both ``game_reward`` and ``reconstruction_score``.
+    the value the ``scorer`` gives this step's sampled pixels; it needs a
+    scorer (e.g. ``models.scoring.SPTScorer()`` for ``color="rgb"`` or
+    ``models.scoring.BaselineScorer("hold")``), because the environment never
+    loads a checkpoint itself. With a scorer set, ``info`` carries both
+    ``game_reward`` and ``reconstruction_score``.
 
     ## Starting state
 
@@ -92,7 +139,9 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     1-1 for the whole game), then ``1 + U{0, noop_max}`` no-op frames are run,
     drawn from the environment's ``np_random``: the emulator itself is
     deterministic, so this is where seeds make sessions differ. The first
-    frame is sampled at ``initial_pattern`` (or at ``options["coords"]``).
+    frame is sampled at ``initial_pattern`` (or at ``options["coords"]``;
+    ``"coords"`` is the only key ``options`` may hold, and any other raises
+    ``ValueError``).
 
     ## Episode end
 
@@ -106,20 +155,24 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     | argument | default | meaning |
     |---|---|---|
     | `stage` | `None` | `"W-S"` (e.g. `"1-1"`) for one stage, `None` for the whole game from 1-1. Ids `SGAPS-SMB-W-S-v0` fix it. |
-    | `sample_count` | 500 | pixels sampled per frame (N) |
+    | `sample_count` | 500 | pixels sampled per frame (N), an int in [1, 61440] |
     | `color` | `"gray"` | `"gray"` (BT.601 luma) or `"rgb"` |
-    | `frame_skip` | 4 | NES frames per step; the same buttons are held for all of them |
+    | `frame_skip` | 4 | NES frames per step (an int >= 1); the same buttons are held for all of them |
     | `buttons` | `"simple"` | `"simple"`, `"right_only"`, `"complex"` or a list of combos such as `[["right", "A"]]` |
-    | `max_state_dim` | 64 | length of `state` and `state_mask` (at least 44) |
-    | `sentinel` | -999.0 | value of padded and masked state entries |
+    | `max_state_dim` | 64 | length of `state` and `state_mask`, an int in [44, 4096] |
+    | `sentinel` | -999.0 | value of padded and masked state entries (a finite number) |
     | `initial_pattern` | `"uniform_grid"` | fixed pattern for the first frame: `uniform_grid`, `random`, `stratified`, `checkerboard` |
-    | `noop_max` | 30 | largest number of extra random no-op frames at reset |
-    | `repeat_action_probability` | 0.0 | per-frame chance that the previous frame's buttons are held instead (sticky actions, as in ALE v5) |
-    | `clip_coords` | `False` | clip out-of-range coordinates into [0, 1] instead of raising |
-    | `return_frame` | `False` | put a copy of the true `(240, 256, 3)` uint8 frame in `info["frame"]` |
+    | `noop_max` | 30 | largest number of extra random no-op frames at reset (an int >= 0) |
+    | `repeat_action_probability` | 0.0 | per-frame chance in [0, 1) that the previous frame's buttons are held instead (sticky actions, as in ALE v5) |
+    | `clip_coords` | `False` | clip out-of-range coordinates into [0, 1] instead of raising (a bool) |
+    | `return_frame` | `False` | put a copy of the true `(240, 256, 3)` uint8 frame in `info["frame"]` (a bool) |
     | `scorer` | `None` | `scorer(frame, pixels, state, state_mask) -> float`, called every step; its `reset()`, if any, at every reset |
-    | `reward_mode` | `"game"` | `"game"` or `"reconstruction"` (without a scorer: the shipped SPT, `models.scoring.SPTScorer`; RGB samples) |
+    | `reward_mode` | `"game"` | `"game"` or `"reconstruction"` (needs a `scorer`, e.g. `models.scoring.SPTScorer()` with `color="rgb"`) |
     | `render_mode` | `None` | `"rgb_array"` (the true frame) or `"human"` (a pygame window: true frame beside the samples) |
+
+    Every argument is checked when the environment is made: a value of the wrong type (a string
+    for a bool, a bool or float for an int, a string or complex number for a float) or out of
+    range raises ``ValueError`` naming the argument, the value given and what is expected.
 
     ## Info
 
@@ -133,6 +186,10 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
 
     * v0: initial version (gym-super-mario-bros 9.1, nes-py 9.0); before the first release the state
       fields `player_sprite`, `area_type` and `color_rotation` were appended (indices 41-43).
+      Also before the first release: `reward_mode="reconstruction"` stopped loading the shipped SPT
+      when no `scorer` is given (it raises `ValueError`: pass one), arguments of the wrong type are
+      refused instead of converted, `max_state_dim` is at most 4096, and unknown `reset` options
+      are refused.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
@@ -156,44 +213,42 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         render_mode: str | None = None,
     ):
         self.stage = parse_stage(stage)
-        if not isinstance(sample_count, (int, np.integer)) or not 1 <= sample_count <= FRAME_HEIGHT * FRAME_WIDTH:
-            raise ValueError(f"sample_count must be an integer in [1, {FRAME_HEIGHT * FRAME_WIDTH}], got {sample_count!r}")
+        sample_count = _check_int("sample_count", sample_count, 1, FRAME_HEIGHT * FRAME_WIDTH)
+        color = _check_choice("color", color, COLOR_CHANNELS)
         channels = channels_for(color)
-        if not isinstance(frame_skip, (int, np.integer)) or frame_skip < 1:
-            raise ValueError(f"frame_skip must be a positive integer, got {frame_skip!r}")
-        if initial_pattern not in PATTERNS:
-            raise ValueError(f"unknown initial_pattern {initial_pattern!r}: expected one of {sorted(PATTERNS)}")
-        if not isinstance(noop_max, (int, np.integer)) or noop_max < 0:
-            raise ValueError(f"noop_max must be a non-negative integer, got {noop_max!r}")
+        frame_skip = _check_int("frame_skip", frame_skip, 1, 10_000)
+        initial_pattern = _check_choice("initial_pattern", initial_pattern, PATTERNS)
+        noop_max = _check_int("noop_max", noop_max, 0, 10_000)
+        repeat_action_probability = _check_real("repeat_action_probability", repeat_action_probability,
+                                                "a number in [0, 1)")
         if not 0.0 <= repeat_action_probability < 1.0:
-            raise ValueError(f"repeat_action_probability must be in [0, 1), got {repeat_action_probability!r}")
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"unknown reward_mode {reward_mode!r}: expected one of {REWARD_MODES}")
+            raise ValueError(f"repeat_action_probability must be a number in [0, 1), got {repeat_action_probability!r}")
+        clip_coords = _check_bool("clip_coords", clip_coords)
+        return_frame = _check_bool("return_frame", return_frame)
+        reward_mode = _check_choice("reward_mode", reward_mode, REWARD_MODES)
+        render_mode = _check_choice("render_mode", render_mode, (*self.metadata["render_modes"], None))
         if scorer is not None and not callable(scorer):
             raise ValueError(f"scorer must be callable(frame, pixels, state, state_mask) -> float or None, got "
-                             f"{scorer!r}: e.g. models.scoring.SPTScorer() or models.scoring.BaselineScorer('hold')")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unknown render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None")
+                             f"{scorer!r}: {_SCORER_HINT}")
+        if reward_mode == "reconstruction" and scorer is None:
+            raise ValueError(f"reward_mode='reconstruction' needs a scorer: the environment does not load a "
+                             f"reconstructor itself, so pass one, {_SCORER_HINT}")
 
-        self.sample_count = int(sample_count)
+        self.sample_count = sample_count
         self.color = color
-        self.frame_skip = int(frame_skip)
+        self.frame_skip = frame_skip
         self.button_combos = resolve_button_set(buttons)
         self._button_bytes = [combo_to_byte(combo) for combo in self.button_combos]
         self.initial_pattern = initial_pattern
-        self.noop_max = int(noop_max)
-        self.repeat_action_probability = float(repeat_action_probability)
-        self.clip_coords = bool(clip_coords)
-        self.return_frame = bool(return_frame)
-        if reward_mode == "reconstruction" and scorer is None:
-            from models.scoring import default_scorer  # imports torch: only when the SPT is wanted
-
-            scorer = default_scorer(color)
+        self.noop_max = noop_max
+        self.repeat_action_probability = repeat_action_probability
+        self.clip_coords = clip_coords
+        self.return_frame = return_frame
         self.scorer = scorer
         self.reward_mode = reward_mode
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": 60 / self.frame_skip}
-        self.state_reader = StateVectorReader(max_state_dim, sentinel)
+        self.state_reader = StateVectorReader(max_state_dim, sentinel)  # checks both, before the emulator starts
         self._config = {
             "stage": None if self.stage is None else f"{self.stage[0]}-{self.stage[1]}",
             "sample_count": self.sample_count, "color": color, "frame_skip": self.frame_skip,
@@ -264,6 +319,10 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
             raise ValueError(f"action must be a dict with keys 'buttons' and 'coords', got {type(action).__name__}: "
                              f"use {{'buttons': int in [0, {len(self.button_combos)}), 'coords': "
                              f"float32 array of shape ({self.sample_count}, 2)}}") from None
+        if isinstance(action, dict) and len(action) > 2:
+            extra = sorted(map(repr, set(action) - {"buttons", "coords"}))
+            raise ValueError(f"unknown action key(s) {', '.join(extra)}: an action has exactly the keys 'buttons' "
+                             "and 'coords'")
         scalar = np.asarray(buttons)
         if scalar.ndim != 0 or not np.issubdtype(scalar.dtype, np.integer):
             raise ValueError(f"buttons must be a single integer index, got {buttons!r}")
@@ -274,13 +333,28 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
                              f"{len(self.button_combos)} entries ({names})")
         return index, validate_coords(coords, self.sample_count, self.clip_coords)
 
+    def _reset_coords(self, options: Any) -> np.ndarray | None:
+        """The first frame's coordinates from ``reset``'s ``options`` (None: draw ``initial_pattern``)."""
+        if options is None:
+            return None
+        if not isinstance(options, dict):
+            raise ValueError(f"options must be a dict or None, got {type(options).__name__} {options!r}: "
+                             "e.g. reset(options={'coords': <(sample_count, 2) float32 (u, v)>})")
+        unknown = sorted(map(repr, set(options) - set(RESET_OPTIONS)))
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {', '.join(unknown)}: the known options are "
+                             f"{list(RESET_OPTIONS)} (the first frame's (u, v) coordinates)")
+        if "coords" not in options:
+            return None
+        return validate_coords(options["coords"], self.sample_count, self.clip_coords)
+
     # --- Gymnasium API -------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
         if self._game is None:
             raise ValueError("the environment is closed; create a new one with gym.make('SGAPS-SMB-v0')")
-        options = options or {}
+        coords = self._reset_coords(options)  # checked before anything changes
+        super().reset(seed=seed)
         self._game.reset()
         self._frame_index = 0
         self._last_byte = 0
@@ -290,9 +364,7 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         for _ in range(1 + int(self.np_random.integers(0, self.noop_max + 1))):
             self._advance(0)
         self._game._did_reset()  # re-baseline the game's reward trackers after the no-ops
-        if "coords" in options:
-            coords = validate_coords(options["coords"], self.sample_count, self.clip_coords)
-        else:
+        if coords is None:  # drawn after the seeded no-ops, as always, so a seed keeps its session
             coords = make_pattern(self.initial_pattern, self.sample_count, self.np_random)
         self._episode_over = False
         observation = self._observe(coords)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sgaps_env.coords import PATTERNS, RANDOM_PATTERNS, make_pattern
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, RANDOM_PATTERNS, make_pattern
 
 
 class Sampler(Protocol):
@@ -26,15 +26,24 @@ class Sampler(Protocol):
 
 
 class PatternSampler:
-    """A fixed pattern from ``sgaps_env.coords.PATTERNS``.
+    """A fixed pattern from ``sgaps_env.coords.PATTERNS``: the one owner of "a fixed pattern, redrawn if random".
 
     ``random`` and ``stratified`` are redrawn for every frame from the sampler's own generator
-    (seeded by ``reset``) unless ``redraw=False``, in which case one draw serves the whole episode.
+    unless ``redraw=False``, in which case one draw serves the whole episode; ``uniform_grid`` and
+    ``checkerboard`` are the same points every frame. ``reset(seed)`` seeds the generator;
+    ``reset(None)`` goes on with the current one (as ``gymnasium.Env.reset`` does), so a run of
+    episodes is fixed by the first episode's seed.
     """
 
     def __init__(self, pattern: str, count: int, redraw: bool | None = None):
-        if pattern not in PATTERNS:
+        if not isinstance(pattern, str) or pattern not in PATTERNS:
             raise ValueError(f"unknown sampling pattern {pattern!r}: expected one of {sorted(PATTERNS)}")
+        if (isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer))
+                or not 1 <= count <= FRAME_HEIGHT * FRAME_WIDTH):
+            raise ValueError(f"count must be an integer in [1, {FRAME_HEIGHT * FRAME_WIDTH}] (pixels per frame), "
+                             f"got {count!r}")
+        if redraw is not None and not isinstance(redraw, (bool, np.bool_)):
+            raise ValueError(f"redraw must be True, False or None (None: redraw the random patterns), got {redraw!r}")
         self.pattern = pattern
         self.count = int(count)
         self.redraw = pattern in RANDOM_PATTERNS if redraw is None else bool(redraw)
@@ -43,11 +52,12 @@ class PatternSampler:
         self._coords = make_pattern(pattern, self.count, self._rng)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        self._rng = np.random.default_rng(seed)
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
         self._coords = make_pattern(self.pattern, self.count, self._rng)
         return self._coords.copy()
 
-    def next_coords(self, observation, info) -> np.ndarray:
+    def next_coords(self, observation=None, info=None) -> np.ndarray:
         if self.redraw:
             self._coords = make_pattern(self.pattern, self.count, self._rng)
         return self._coords.copy()

@@ -41,7 +41,9 @@ Zstandard through ``hdf5plugin``: reading them needs ``import hdf5plugin`` befor
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _datetime
+import hashlib
 import json
 import os
 import re
@@ -49,13 +51,13 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import h5py
 import hdf5plugin
 import numpy as np
 
-from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, pixel_to_uv, uv_to_pixel
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, pixel_to_uv, uv_to_pixel
 
 FORMAT_NAME = "sgaps-sessions"
 FORMAT_VERSION = 1
@@ -426,12 +428,6 @@ class SessionFile:
         """The index as a read-only ``h5py.File``; sessions are at ``file[key][session_id]``."""
         return h5py.File(self.path, "r")
 
-    def iter_sessions(self) -> Iterator[tuple[SessionEntry, h5py.Group]]:
-        """Yield ``(entry, session group)`` for every indexed session, keeping the file open while iterating."""
-        with self.open() as index:
-            for entry in self.entries():
-                yield entry, index[entry.checkpoint_key][entry.session_id]
-
     # writing --------------------------------------------------------------------------------------------
 
     def _check_writable(self) -> None:
@@ -521,3 +517,162 @@ def session_file_paths(paths: str | os.PathLike | list) -> list[Path]:
 def new_session_id() -> str:
     """A random session id, for sessions recorded outside ``collect.py``'s deterministic naming."""
     return uuid.uuid4().hex[:12]
+
+
+# --- splits and per-session seeds -------------------------------------------------------------------------
+
+#: The splits sessions fall into, by a hash of their name.
+SPLITS = ("train", "val", "test")
+DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def split_unit(checkpoint_key: str, session_id: str, split_seed: int = 0) -> float:
+    """A number in [0, 1) fixed by ``(checkpoint_key, session_id, split_seed)`` alone (SHA-256 based)."""
+    digest = hashlib.sha256(f"{checkpoint_key}\x00{session_id}\x00{int(split_seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2.0 ** 64
+
+
+def session_seed(checkpoint_key: str, session_id: str, *extra: int) -> int:
+    """A seed fixed by a session's name (and ``extra`` integers) alone: stable across processes, unlike ``hash()``."""
+    digest = hashlib.sha256("\x00".join([checkpoint_key, session_id, *map(str, extra)]).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, float]:
+    """``(train, val, test)`` fractions as floats, or a ValueError unless they are three non-negative numbers summing to 1."""
+    fractions = tuple(float(value) for value in split_fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split_fractions must be three non-negative numbers (train, val, test) summing to 1, "
+                         f"got {split_fractions!r}")
+    return fractions  # type: ignore[return-value]
+
+
+def split_of(checkpoint_key: str, session_id: str, split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+             split_seed: int = 0) -> str:
+    """``"train"``, ``"val"`` or ``"test"``: the split a session belongs to (independent of every other session)."""
+    train, val, _ = check_fractions(split_fractions)
+    unit = split_unit(checkpoint_key, session_id, split_seed)
+    if unit < train:
+        return "train"
+    if unit < train + val:
+        return "val"
+    return "test"
+
+
+# --- reading sessions: the one reader -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordedSession:
+    """One indexed session of a session file, read on demand by rows.
+
+    Every reader of recorded sessions (datasets, the training stream, evaluations, level priors, the
+    recorder's resume) goes through this class, so that how a session is found, opened and decoded
+    lives in one place. Each method opens the index, reads and closes it; hold ``group()`` open to
+    read many pieces of one session at once.
+    """
+
+    path: Path
+    """the session file's index"""
+    checkpoint_key: str
+    session_id: str
+
+    @property
+    def name(self) -> str:
+        """``"checkpoint_key/session_id"``: the session's path inside the index."""
+        return f"{self.checkpoint_key}/{self.session_id}"
+
+    def split(self, split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS, split_seed: int = 0) -> str:
+        return split_of(self.checkpoint_key, self.session_id, split_fractions, split_seed)
+
+    def seed(self, *extra: int) -> int:
+        """A seed fixed by this session's name and ``extra`` (see :func:`session_seed`)."""
+        return session_seed(self.checkpoint_key, self.session_id, *extra)
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[h5py.Group]:
+        """The session's HDF5 group (read-only), open for the ``with`` block."""
+        with h5py.File(self.path, "r") as index:
+            yield index[self.checkpoint_key][self.session_id]
+
+    def attrs(self) -> dict[str, Any]:
+        with self.group() as group:
+            return attrs_of(group)
+
+    def __len__(self) -> int:
+        """Rows (steps + 1: row 0 is the reset observation)."""
+        with self.group() as group:
+            return int(group["state"].shape[0])
+
+    @property
+    def has_frames(self) -> bool:
+        with self.group() as group:
+            return "frames" in group
+
+    def states(self, rows: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """``(state (T, D), state_mask (T, D))`` float32 of the given rows."""
+        with self.group() as group:
+            return group["state"][rows], group["state_mask"][rows]
+
+    def pixels(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """The observations' sampled pixels ``(T, N, 2 + C)`` as the agent saw them, bit-exact."""
+        with self.group() as group:
+            return session_pixels(group, rows)
+
+    def buttons(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """``(T,)`` int16 button index of the step that produced each row (-1 for the reset row)."""
+        with self.group() as group:
+            return group["buttons"][rows]
+
+    def frame_indices(self, rows: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices (T, H, W) uint8, palette (P, 3) uint8)``: the stored encoding, ``rgb = palette[indices]``."""
+        with self.group() as group:
+            self._check_frames(group)
+            return group["frames"][rows], group["palette"][:]
+
+    def frames(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """True frames ``(T, H, W, 3)`` uint8 RGB of the given rows."""
+        with self.group() as group:
+            self._check_frames(group)
+            return frames_rgb(group, rows)
+
+    def frame_values(self, rows: slice | np.ndarray = slice(None), color: str = "rgb") -> np.ndarray:
+        """True frames in a colour mode's values ``(T, H, W, C)`` float32 in [0, 1] (see ``coords.frame_values``)."""
+        return frame_values(self.frames(rows), color)
+
+    def _check_frames(self, group: h5py.Group) -> None:
+        if "frames" not in group:
+            raise ValueError(f"session {self.name} in {self.path} was recorded without the true frames: record "
+                             "with `python agents/collect.py --store-frames` to train or evaluate reconstructions")
+
+
+def list_sessions(paths, split: str | None = None, split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+                  split_seed: int = 0, need_frames: bool = False) -> list[RecordedSession]:
+    """Every indexed session of the session files at ``paths`` (one path or a list) that lies in ``split``
+    (None: all), sorted by file, then checkpoint key and session id.
+
+    ``need_frames=True`` raises a ValueError naming the sessions recorded without true frames.
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {SPLITS} or None for every session")
+    check_fractions(split_fractions)
+    sessions = []
+    for path in session_file_paths(paths):
+        session_file = SessionFile(path)
+        sessions += [RecordedSession(session_file.path, entry.checkpoint_key, entry.session_id)
+                     for entry in session_file.entries()
+                     if split is None or split_of(entry.checkpoint_key, entry.session_id, split_fractions,
+                                                  split_seed) == split]
+    if need_frames:
+        missing = [session.name for session in sessions if not session.has_frames]
+        if missing:
+            raise ValueError(f"{len(missing)} session(s) have no true frames (e.g. {missing[:3]}): record with "
+                             "`python agents/collect.py --store-frames`, or leave those files out")
+    return sessions
+
+
+def read_sessions(paths, split: str | None = None, max_sessions: int | None = None,
+                  split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+                  split_seed: int = 0) -> Iterator[RecordedSession]:
+    """:func:`list_sessions` as an iterator, at most ``max_sessions`` of them."""
+    yield from list_sessions(paths, split, split_fractions, split_seed)[:max_sessions]

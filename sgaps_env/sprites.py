@@ -17,14 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH
-from sgaps_env.state import ENEMY_SLOTS, STATE_INDEX
+from sgaps_env.state import ENEMY_SLOTS, STATE_INDEX, field_int, field_value
 
 #: Rows ``0 .. HUD_ROWS-1`` are the status bar: fixed on screen, never scrolled with the level.
 HUD_ROWS = 32
-
-#: Camera x, level positions and sizes in the state vector are scaled by these (see docs/state_vector.md).
-_LEVEL_SCALE = 4096.0
-_SCREEN_SCALE = 256.0
 
 #: Poses of the learned sprite layer. The player: fire palette x facing left x graphics frame (RAM 0x06D5 / 8,
 #: which also tells small from big); then the enemies: area type (it sets their palette) x object type.
@@ -56,8 +52,9 @@ class SpriteBox:
     pose: int
 
 
-def _field(state: np.ndarray, name: str) -> float:
-    return float(state[STATE_INDEX[name]])
+def _valid(state_mask: np.ndarray, name: str) -> bool:
+    """Whether field ``name`` holds a value in this state (enemy slots are masked while inactive)."""
+    return bool(state_mask[STATE_INDEX[name]] > 0)
 
 
 #: Steps of SMB's palette rotation (?-blocks and coins blink through them).
@@ -69,43 +66,43 @@ def rotation_phase(state: np.ndarray, state_mask: np.ndarray | None = None) -> i
     index = STATE_INDEX["color_rotation"]
     if (state_mask is not None and state_mask[index] <= 0) or state[index] < 0:
         return None
-    return min(ROTATION_PHASES - 1, int(round(float(state[index]) * 8)))
+    return min(ROTATION_PHASES - 1, field_int(state, "color_rotation"))
 
 
 def camera_x(state: np.ndarray) -> int:
     """The camera's left edge in level pixels (world x of screen column 0)."""
-    return int(round(_field(state, "camera_x") * _LEVEL_SCALE))
+    return field_int(state, "camera_x")
 
 
 def area_key(state: np.ndarray) -> str:
     """``"W-S-A"`` (1-based world and stage, 0-based area): the level a frame's background belongs to."""
-    world = int(round(_field(state, "world") * 7)) + 1
-    stage = int(round(_field(state, "stage") * 3)) + 1
-    area = int(round(_field(state, "area") * 4))
+    world = field_int(state, "world") + 1
+    stage = field_int(state, "stage") + 1
+    area = field_int(state, "area")
     return f"{world}-{stage}-{area}"
 
 
 def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
     """The player (when on screen) and every active enemy slot, as :class:`SpriteBox` es."""
     boxes = []
-    if _field(state_mask, "player_screen_x") > 0 and round(_field(state, "player_y_viewport") * 4) == 1:
-        x = int(round(_field(state, "player_screen_x") * _SCREEN_SCALE))
-        y = int(round(_field(state, "player_screen_y") * _SCREEN_SCALE))
-        big = round(_field(state, "powerup") * 2) > 0
-        fire = round(_field(state, "powerup") * 2) == 2
-        facing_left = round(_field(state, "player_facing") * 2) == 2
-        frame = min(PLAYER_FRAMES - 1, max(0, int(round(_field(state, "player_sprite") * 256)) // 8))
+    if _valid(state_mask, "player_screen_x") and field_int(state, "player_y_viewport") == 1:
+        x = field_int(state, "player_screen_x")
+        y = field_int(state, "player_screen_y")
+        powerup = field_int(state, "powerup")  # 0 small, 1 big, 2 fire
+        big, fire = powerup > 0, powerup == 2
+        facing_left = field_int(state, "player_facing") == 2
+        frame = min(PLAYER_FRAMES - 1, max(0, field_int(state, "player_sprite") // 8))
         pose = (int(fire) * 2 + int(facing_left)) * PLAYER_FRAMES + frame
         boxes.append(SpriteBox("player", 0, x, y, x - 1, y + (0 if big else 16), x + 17, y + 34, pose))
-    area_type = min(AREA_TYPES - 1, max(0, int(round(_field(state, "area_type") * 3))))
+    area_type = min(AREA_TYPES - 1, max(0, field_int(state, "area_type")))
     for slot in range(ENEMY_SLOTS):
-        if state_mask[STATE_INDEX[f"enemy{slot}_screen_x"]] <= 0:
+        if not _valid(state_mask, f"enemy{slot}_screen_x"):
             continue
-        x = int(round(_field(state, f"enemy{slot}_screen_x") * _SCREEN_SCALE))
-        y = int(round(_field(state, f"enemy{slot}_screen_y") * _SCREEN_SCALE))
+        x = field_int(state, f"enemy{slot}_screen_x")
+        y = field_int(state, f"enemy{slot}_screen_y")
         if x <= -24 or x >= FRAME_WIDTH + 8:
             continue
-        kind = min(ENEMY_TYPES - 1, max(0, int(round(_field(state, f"enemy{slot}_type") * 64))))
+        kind = min(ENEMY_TYPES - 1, max(0, field_int(state, f"enemy{slot}_type")))
         boxes.append(SpriteBox("enemy", slot, x, y, x - 1, y, x + 18, y + 26,
                                PLAYER_POSES + area_type * ENEMY_TYPES + kind))
     return boxes
@@ -129,9 +126,9 @@ HUD_DIGIT_SLOTS = 11
 
 def hud_digits(state: np.ndarray) -> np.ndarray:
     """``(HUD_DIGIT_SLOTS,)`` int64 ``slot * 10 + digit`` of the timer, score and coin digits drawn in the status bar."""
-    timer = int(round(min(999.0, max(0.0, _field(state, "timer") * 400))))
-    score = int(round(min(9_999_990.0, max(0.0, _field(state, "score") * 1_000_000)))) // 10
-    coins = int(round(min(99.0, max(0.0, _field(state, "coins") * 100))))
+    timer = int(round(min(999.0, max(0.0, field_value(state, "timer")))))
+    score = int(round(min(9_999_990.0, max(0.0, field_value(state, "score"))))) // 10
+    coins = int(round(min(99.0, max(0.0, field_value(state, "coins")))))
     digits = [timer // 100, timer // 10 % 10, timer % 10,
               *[score // 10 ** k % 10 for k in range(5, -1, -1)], coins // 10, coins % 10]
     return np.array([slot * 10 + digit for slot, digit in enumerate(digits)], dtype=np.int64)

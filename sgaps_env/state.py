@@ -31,6 +31,9 @@ import numpy as np
 DEFAULT_SENTINEL = -999.0
 #: Default length of the state vector (the seed protocol's ``max_state_dim``).
 DEFAULT_MAX_STATE_DIM = 64
+#: Largest ``max_state_dim`` accepted: room for ~90x the fields, while a typo such as 10**8 is refused
+#: before it allocates gigabytes of observation-space bounds.
+MAX_STATE_DIM = 4096
 
 ENEMY_SLOTS = 5
 
@@ -124,6 +127,27 @@ STATE_FIELDS: tuple[StateField, ...] = (
 #: Field name -> index in the state vector.
 STATE_INDEX: dict[str, int] = {field.name: index for index, field in enumerate(STATE_FIELDS)}
 
+#: Field name -> its scale: a state value times its scale is the field in game units (pixels, RAM codes).
+STATE_SCALE: dict[str, float] = {field.name: field.scale for field in STATE_FIELDS}
+
+
+def field_value(state: np.ndarray, name: str) -> float:
+    """Field ``name`` of a state vector in game units (pixels, speeds, RAM codes, digits).
+
+    ``field_value(state, "camera_x")`` is the camera's left edge in level pixels; masked entries hold
+    the sentinel times the scale, so check ``state_mask`` first where a field can be masked.
+    """
+    try:
+        index = STATE_INDEX[name]
+    except KeyError:
+        raise ValueError(f"unknown state field {name!r}: see sgaps_env.STATE_FIELDS or docs/state_vector.md") from None
+    return float(state[index]) * STATE_SCALE[name]
+
+
+def field_int(state: np.ndarray, name: str) -> int:
+    """Field ``name`` in game units rounded to the nearest integer (positions, codes, counters)."""
+    return int(round(field_value(state, name)))
+
 
 class StateVectorReader:
     """Turns a 2048-byte RAM snapshot into ``(state, state_mask)`` float32 vectors.
@@ -134,11 +158,19 @@ class StateVectorReader:
 
     def __init__(self, max_state_dim: int = DEFAULT_MAX_STATE_DIM, sentinel: float = DEFAULT_SENTINEL,
                  fields: tuple[StateField, ...] = STATE_FIELDS):
+        if isinstance(max_state_dim, (bool, np.bool_)) or not isinstance(max_state_dim, (int, np.integer)):
+            raise ValueError(f"max_state_dim must be an integer in [{len(fields)}, {MAX_STATE_DIM}], got "
+                             f"{type(max_state_dim).__name__} {max_state_dim!r}")
         if max_state_dim < len(fields):
-            raise ValueError(
-                f"max_state_dim={max_state_dim} is smaller than the {len(fields)} state fields; "
-                f"use max_state_dim >= {len(fields)}"
-            )
+            raise ValueError(f"max_state_dim={max_state_dim} is smaller than the {len(fields)} state fields; "
+                             f"use max_state_dim >= {len(fields)} (an integer in [{len(fields)}, {MAX_STATE_DIM}])")
+        if max_state_dim > MAX_STATE_DIM:
+            raise ValueError(f"max_state_dim={max_state_dim} is larger than {MAX_STATE_DIM}: the state has "
+                             f"{len(fields)} fields, so use an integer in [{len(fields)}, {MAX_STATE_DIM}]")
+        if (isinstance(sentinel, (bool, np.bool_)) or not isinstance(sentinel, (int, float, np.integer, np.floating))
+                or not np.isfinite(sentinel)):
+            raise ValueError(f"sentinel must be a finite number (the value of masked state entries), got "
+                             f"{type(sentinel).__name__} {sentinel!r}")
         self.fields = fields
         self.max_state_dim = int(max_state_dim)
         self.sentinel = float(sentinel)

@@ -1,10 +1,10 @@
 """models/cleaning.py and experiments/clean_sessions.py: the three stages, their counts, the index."""
 import numpy as np
 import pytest
+import tyro
 
 from agents import collect
 from experiments import clean_sessions as cli
-from experiments.cli import build_parser, parse_args
 from models import cleaning
 from models.cleaning import CleanIndex, CleaningConfig, clean_sessions, default_index_path, format_report
 from models.dataset import SessionDataset
@@ -16,7 +16,7 @@ FIELDS = len(STATE_FIELDS)
 
 def record(output, *extra):
     argv = ["--output", str(output), "--no-progress", "--max-steps", "40", *extra]
-    return collect.main(parse_args(collect.Args, argv=argv))
+    return collect.main(tyro.cli(collect.Args, args=argv))
 
 
 @pytest.fixture(scope="session")
@@ -167,11 +167,7 @@ def test_counts_add_up_and_the_index_round_trips_through_the_dataset(played, tmp
 
 
 def test_the_command_line_writes_the_index_and_prints_the_table(played, capsys):
-    help_text = build_parser(cli.Args).format_help()
-    for option in ("--inputs", "--output", "--min-pixels", "--require-playing", "--min-velocity", "--ignore-fields",
-                   "--balance", "--clusters", "--cluster-cap", "--cap-factor", "--seed", "--progress"):
-        assert option in help_text
-    result = cli.main(parse_args(cli.Args, argv=["--inputs", str(played), "--no-progress", "--clusters", "4"]))
+    result = cli.main(tyro.cli(cli.Args, args=["--inputs", str(played), "--no-progress", "--clusters", "4"]))
     out = capsys.readouterr().out
     assert result["output"] == str(default_index_path(played)) and default_index_path(played).exists()
     assert "1 pre-filter" in out and "2 stationary" in out and "3 balancing (4 clusters" in out

@@ -5,18 +5,18 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import tyro
 from torch.utils.data import DataLoader
 
 from agents import collect
-from experiments.cli import parse_args
-from models.dataset import Resample, SessionDataset, collate_sparse, parse_resample, split_of
-from sgaps_env.coords import extract_pixels, to_gray
-from sgaps_env.session_file import SessionFile, frames_rgb, session_pixels
+from models.dataset import Resample, SessionDataset, collate_sparse, parse_resample
+from sgaps_env.coords import extract_pixels, frame_values
+from sgaps_env.session_file import SessionFile, frames_rgb, session_pixels, split_of
 
 
 def record(output, *extra):
     argv = ["--output", str(output), "--no-progress", "--max-steps", "25", *extra]
-    return collect.main(parse_args(collect.Args, argv=argv))
+    return collect.main(tyro.cli(collect.Args, args=argv))
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +53,8 @@ def test_items_are_the_recorded_rows_exactly(recorded):
         np.testing.assert_array_equal(item["state"].numpy(), state)
         np.testing.assert_array_equal(item["state_mask"].numpy(), mask)
         assert item["frame"].shape == (3, 240, 256) and item["frame"].dtype == torch.float32
-        np.testing.assert_allclose(item["frame"].numpy(), frames[-1].transpose(2, 0, 1) / 255.0, atol=1e-7)
-        np.testing.assert_allclose(item["frame_gray"].numpy()[0], to_gray(frames[-1]), atol=1e-6)
+        np.testing.assert_array_equal(item["frame"].numpy(), frame_values(frames[-1], "rgb").transpose(2, 0, 1))
+        np.testing.assert_array_equal(item["frame_gray"].numpy(), frame_values(frames[-1], "gray").transpose(2, 0, 1))
         assert "previous_frames" not in item
     assert dataset[-1]["row"] == dataset[len(dataset) - 1]["row"]
     with pytest.raises(IndexError):
@@ -70,8 +70,8 @@ def test_history_frames_are_the_previous_rows(recorded):
         row = item["row"].item()
         assert row == index and item["previous_frames"].shape == (3, 3, 240, 256)
         expected_rows = [max(r, 0) for r in range(row - 3, row)]
-        expected = frames[expected_rows].transpose(0, 3, 1, 2) / 255.0
-        np.testing.assert_allclose(item["previous_frames"].numpy(), expected, atol=1e-7)
+        expected = frame_values(frames[expected_rows], "rgb").transpose(0, 3, 1, 2)
+        np.testing.assert_array_equal(item["previous_frames"].numpy(), expected)
         assert item["previous_valid"].tolist() == [r >= 0 for r in range(row - 3, row)]
     batch = collate_sparse([dataset[0], dataset[4]])
     assert batch["previous_frames"].shape == (2, 3, 3, 240, 256) and batch["pixel_mask"].all()

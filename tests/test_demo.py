@@ -1,11 +1,9 @@
-"""The experiment scripts: the dataclass command line, the demo and the environment benchmark."""
-import math
+"""experiments/demo.py and experiments/benchmark_env.py (their command lines: tests/test_scripts.py)."""
+import json
 import re
-import subprocess
+import statistics
 import sys
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
@@ -13,126 +11,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `experiments`, `agents` and `models` live at the repo root
     sys.path.insert(0, str(ROOT))
 
-from experiments import (ablate_memory, benchmark_env, benchmark_reconstructor, demo,  # noqa: E402
-                         evaluate_reconstructors, train_reconstructor)
-from experiments.cli import arg, build_parser, parse_args  # noqa: E402
+import tyro  # noqa: E402
+
+from agents.players import make_player  # noqa: E402
+from experiments import benchmark_env, demo  # noqa: E402
+from models.metrics import psnr  # noqa: E402
+from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor  # noqa: E402
+from sgaps_env import SGAPSSuperMarioBrosEnv  # noqa: E402
+from sgaps_env.coords import frame_values  # noqa: E402
+from sgaps_env.sampler import PatternSampler  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-# --- experiments/cli.py ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Example:
-    """A dataclass with every supported kind of field."""
-
-    steps: int = arg(300, "steps to play")
-    rate: float = arg(0.5, "a rate of 50% or so")
-    name: str = arg("mario", "a name")
-    out: Path = arg(Path("outputs/x"), "where to write")
-    fast: bool = arg(False, "go fast")
-    show: bool = arg(True, "show things")
-    json: str | None = arg(None, "optional JSON file")
-    color: str = arg("gray", "a colour", choices=["gray", "rgb"])
-    mode: Literal["a", "b"] = arg("a", "a literal mode")
-    sizes: list[int] = arg([1, 2], "some sizes")
-
-
-def test_cli_defaults():
-    args = parse_args(Example, "example", [])
-    assert args == Example()
-    assert isinstance(args.out, Path) and args.json is None and args.sizes == [1, 2]
-
-
-def test_cli_converts_types():
-    args = parse_args(Example, None, ["--steps", "7", "--rate", "1e-3", "--name", "luigi", "--out", "a/b",
-                                      "--json", "r.json", "--color", "rgb", "--mode", "b", "--sizes", "3", "4", "5"])
-    assert args.steps == 7 and isinstance(args.steps, int)
-    assert args.rate == pytest.approx(1e-3) and isinstance(args.rate, float)
-    assert args.name == "luigi" and args.out == Path("a/b") and args.json == "r.json"
-    assert args.color == "rgb" and args.mode == "b" and args.sizes == [3, 4, 5]
-
-
-def test_cli_bool_flags():
-    assert parse_args(Example, None, ["--fast"]).fast is True
-    assert parse_args(Example, None, ["--no-show"]).show is False
-    assert parse_args(Example, None, ["--no-fast", "--show"]) == Example()
-
-
-def test_cli_names_use_dashes():
-    @dataclass
-    class Underscored:
-        sample_count: int = arg(500, "pixels per frame")
-
-    assert parse_args(Underscored, None, ["--sample-count", "9"]).sample_count == 9
-
-
-@pytest.mark.parametrize("argv", [["--steps", "many"], ["--rate", "x"], ["--color", "blue"], ["--mode", "c"],
-                                  ["--unknown", "1"]])
-def test_cli_rejects_bad_values(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(Example, None, argv)
-    assert exit_info.value.code == 2
-    assert argv[0] in capsys.readouterr().err
-
-
-def test_cli_help_lists_every_option_with_help_and_default(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(Example, "The example's description.", ["--help"])
-    assert exit_info.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
-    assert "The example's description." in text
-    for option in ["--steps", "--rate", "--name", "--out", "--fast", "--no-fast", "--show", "--no-show", "--json",
-                   "--color", "--mode", "--sizes"]:
-        assert option in text
-    for help_text in ["steps to play (default: 300)", "a rate of 50% or so (default: 0.5)", "go fast (default: False)",
-                      "optional JSON file (default: None)", "{gray,rgb}"]:
-        assert help_text in text
-
-
-def test_cli_refuses_fields_without_help_or_with_unparsable_types():
-    @dataclass
-    class NoHelp:
-        steps: int = 3
-
-    @dataclass
-    class BadType:
-        pairs: dict = arg({}, "a dict")
-
-    with pytest.raises(TypeError, match="no help text"):
-        build_parser(NoHelp)
-    with pytest.raises(TypeError, match="cannot parse"):
-        build_parser(BadType)
-    with pytest.raises(TypeError, match="dataclass"):
-        build_parser(int)
-
-
-def test_cli_field_without_default_is_required(capsys):
-    @dataclass
-    class Required:
-        stage: str = field(metadata={"help": "stage to play"})
-
-    assert parse_args(Required, None, ["--stage", "1-2"]).stage == "1-2"
-    with pytest.raises(SystemExit):
-        parse_args(Required, None, [])
-    assert "--stage" in capsys.readouterr().err
-
-
-# --- the scripts' --help --------------------------------------------------------------------------------------
-
-
-SCRIPTS = [demo, benchmark_env, train_reconstructor, evaluate_reconstructors, benchmark_reconstructor, ablate_memory]
-
-
-@pytest.mark.parametrize("module", SCRIPTS, ids=[module.__name__.rsplit(".", 1)[1] for module in SCRIPTS])
-def test_script_help_exits_0_and_mentions_every_option(module):
-    result = subprocess.run([sys.executable, str(Path(module.__file__)), "--help"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    for option in fields(module.Args):
-        assert f"--{option.name.replace('_', '-')}" in result.stdout
-        assert " ".join(option.metadata["help"].split()[:3]) in " ".join(result.stdout.split())
 
 
 # --- experiments/demo.py --------------------------------------------------------------------------------------
@@ -144,45 +33,64 @@ def _summary_number(text: str, label: str) -> float:
     return float(match.group(1))
 
 
-def test_demo_writes_a_figure_and_a_sensible_summary(tmp_path, capsys):
-    steps = 40
-    args = demo.Args(steps=steps, out=tmp_path / "demo", progress=False)
-    summary = demo.main(args)
+def replay_demo_game(steps: int, seed: int = 0, sample_count: int = 500) -> dict:
+    """The demo's game played again without the demo: the same env, player and pattern seed, a plain
+    reset/step loop, a fresh SPT; returns what the demo should report about it."""
+    env = SGAPSSuperMarioBrosEnv(stage="1-1", sample_count=sample_count, color="rgb", frame_skip=4, return_frame=True)
+    player, sampler, spt = make_player("heuristic"), PatternSampler("random", sample_count), SPTReconstructor(DEFAULT_CHECKPOINT)
+    try:
+        coords = sampler.reset(seed)
+        player.reset(seed)
+        observation, info = env.reset(seed=seed, options={"coords": coords})
+        psnrs, furthest_x = [], int(info["x_pos"])
+        for _ in range(steps):
+            action = {"buttons": player.act(observation, info), "coords": sampler.next_coords(observation, info)}
+            observation, _, terminated, truncated, info = env.step(action)
+            assert not (terminated or truncated), "the replay expects one episode: shorten the run"
+            picture = spt.reconstruct(observation["pixels"], observation["state"], observation["state_mask"])
+            psnrs.append(psnr(picture, frame_values(info["frame"], "rgb")))
+            furthest_x = max(furthest_x, int(info["x_pos"]))
+        return {"psnrs": psnrs, "frames": int(info["frame_index"]), "furthest_x": furthest_x}
+    finally:
+        env.close()
 
+
+def test_demo_reports_the_game_it_played_and_the_quality_of_its_reconstructions(tmp_path, capsys):
+    steps = 20
+    summary = demo.main(demo.Args(steps=steps, out=tmp_path / "demo", progress=False))
+    replayed = replay_demo_game(steps)
+
+    # the numbers describe this game, recomputed without the demo's loop
+    assert summary["steps"] == steps and summary["episodes"] == 1 and summary["deaths"] == summary["flags"] == 0
+    assert summary["frames"] == replayed["frames"]
+    assert summary["furthest_x"] == replayed["furthest_x"] > 40  # Mario moved right
+    assert summary["psnr_mean"] == pytest.approx(statistics.fmean(replayed["psnrs"]), abs=1e-3)
+    assert summary["psnr_min"] == pytest.approx(min(replayed["psnrs"]), abs=1e-3)
+    assert summary["psnr_max"] == pytest.approx(max(replayed["psnrs"]), abs=1e-3)
+    # the shipped SPT, with its memory of the level, is far better than holding the samples seen so far
+    assert summary["spt_psnr"] > summary["hold_psnr"] + 8
+
+    # the files say the same
+    text = (tmp_path / "demo" / "summary.txt").read_text()
+    assert _summary_number(text, "steps") == steps
+    assert _summary_number(text, "emulated frames") == replayed["frames"]
+    assert _summary_number(text, "furthest x") == replayed["furthest_x"]
+    assert f"mean {statistics.fmean(replayed['psnrs']):.2f} dB" in text
+    printed = capsys.readouterr().out
     png = tmp_path / "demo" / "frames.png"
+    assert text.strip() in printed and f"wrote {png.resolve()}" in printed
+    assert re.search(r"^\| spt \| [0-9.]+ \|", (tmp_path / "demo" / "summary.md").read_text(), re.MULTILINE)
+
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     import matplotlib.image
 
     picture = matplotlib.image.imread(png)
     assert picture.ndim == 3 and picture.shape[0] > 600 and picture.shape[1] > 1200  # 4 rows x 4 pictures
     assert picture.std() > 0.05  # not blank
-    gif = tmp_path / "demo" / "demo.gif"
-    assert gif.read_bytes()[:6] == b"GIF89a"
     from PIL import Image
 
-    with Image.open(gif) as animation:
+    with Image.open(tmp_path / "demo" / "demo.gif") as animation:
         assert animation.n_frames == steps // 2 and animation.size == (3 * 256 + 8, 240)
-    table = (tmp_path / "demo" / "summary.md").read_text()
-    assert "| spt |" in table and "| hold |" in table
-
-    text = (tmp_path / "demo" / "summary.txt").read_text()
-    printed = capsys.readouterr().out
-    assert text.strip() in printed and f"wrote {png.resolve()}" in printed
-    assert _summary_number(text, "steps") == steps
-    assert _summary_number(text, "emulated frames") == summary["frames"]
-    assert _summary_number(text, "episodes") == summary["episodes"] >= 1
-    # each step emulates frame_skip frames, except the one where Mario dies (at least 1); each episode adds >= 1
-    # reset no-op frame and at most noop_max + 1 of them
-    episodes = summary["episodes"]
-    assert 4 * steps - 2 * episodes <= summary["frames"] <= 4 * steps + 31 * episodes
-    assert 40 < summary["furthest_x"] < 3300  # moved right, stayed inside 1-1
-    assert summary["sample_count"] == 500 and summary["pattern"] == "random"
-    assert summary["sampled_bytes_per_frame"] == 1500 and summary["frame_bytes"] == 240 * 256 * 3
-    assert summary["env_frames_per_second"] > 0
-    assert 5 < summary["psnr_min"] <= summary["psnr_mean"] <= summary["psnr_max"] <= 100
-    # the shipped SPT, with its memory of the level, is far better than holding the samples seen so far
-    assert summary["spt_psnr"] > summary["hold_psnr"] + 8 and summary["spt_psnr"] == pytest.approx(summary["psnr_mean"])
-    assert f"mean {summary['psnr_mean']:.2f} dB" in text
 
 
 def test_demo_moments_are_spread_over_the_run():
@@ -191,46 +99,81 @@ def test_demo_moments_are_spread_over_the_run():
     assert demo.moment_steps(1, 4) == [0]
 
 
-def test_demo_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="--steps"):
-        demo.main(demo.Args(steps=0, out=tmp_path, progress=False))
+def test_demo_command_line_takes_its_choices_from_the_owning_constants():
+    from agents.players import PLAYERS
+    from models.baselines import BASELINES
+    from sgaps_env.coords import PATTERNS
+
+    args = tyro.cli(demo.Args, args=["--steps", "7", "--pattern", "uniform_grid", "--baseline", "telea",
+                                     "--no-progress", "--out", "x"])
+    assert (args.steps, args.pattern, args.baseline, args.progress, args.out) == (7, "uniform_grid", "telea", False,
+                                                                                  Path("x"))
+    for option, names in (("--pattern", PATTERNS), ("--baseline", BASELINES), ("--player", PLAYERS)):
+        for name in names:
+            assert getattr(tyro.cli(demo.Args, args=[option, name]), option[2:]) == name
+        with pytest.raises(SystemExit) as exit_info:
+            tyro.cli(demo.Args, args=[option, "no-such-name"])
+        assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("changes, option", [({"steps": 0}, "--steps"), ({"moments": 0}, "--moments"),
+                                             ({"gif_every": -1}, "--gif-every"), ({"sample_count": 0}, "--sample-count")])
+def test_demo_rejects_bad_arguments_before_playing(tmp_path, changes, option):
+    with pytest.raises(ValueError, match=option):
+        demo.main(demo.Args(out=tmp_path / "never", progress=False, **changes))
+    assert not (tmp_path / "never").exists()
 
 
 # --- experiments/benchmark_env.py -----------------------------------------------------------------------------
 
 
-def test_benchmark_measures_three_positive_speeds_and_their_ratios():
-    result = benchmark_env.measure(rounds=2, seconds=0.05, warmup=0.0, target=0.9)
-    assert set(result.median_fps) == {"emulator", "gym_smb", "sgaps"}
-    for name, median in result.median_fps.items():
-        assert len(result.fps[name]) == 2
-        assert all(fps > 0 for fps in result.fps[name])
-        assert 10 < median < 1e6, (name, median)
-        assert all(frames > 0 for frames in result.frames[name])
-    assert result.ratio_sgaps == pytest.approx(result.median_fps["sgaps"] / result.median_fps["emulator"])
-    assert result.ratio_gym_smb == pytest.approx(result.median_fps["gym_smb"] / result.median_fps["emulator"])
-    assert result.passed == (result.ratio_sgaps >= 0.9)
-    assert math.isfinite(result.sgaps_overhead_us_per_step) and math.isfinite(result.gym_smb_overhead_us_per_step)
+def hand_made_result(emulator_fps, sgaps_fps, target=0.9, gym_smb_fps=(500.0, 500.0, 500.0)):
+    """A BenchmarkResult with per-round numbers as measure() would leave them (frame_skip 4, 2 s rounds)."""
+    result = benchmark_env.BenchmarkResult(rounds=len(emulator_fps), seconds=2.0, target=target, frame_skip=4,
+                                           sample_count=500, color="gray")
+    for name, fps, frames_per_step in (("emulator", emulator_fps, 1), ("gym_smb", gym_smb_fps, 1),
+                                       ("sgaps", sgaps_fps, 4)):
+        result.fps[name] = list(fps)
+        result.elapsed[name] = [2.0] * len(fps)
+        result.frames[name] = [int(value * 2.0) for value in fps]
+        result.steps[name] = [int(value * 2.0) // frames_per_step for value in fps]
+    result.sgaps_step_us_without_emulation = 400.0
+    return result
+
+
+def test_benchmark_verdict_compares_the_medians_of_the_rounds():
+    # one disturbed round (the emulator's 4000, SGAPS's 100) moves neither median
+    result = benchmark_env.compare(hand_made_result([1000.0, 4000.0, 1000.0], [950.0, 920.0, 100.0]))
+    assert result.median_fps == {"emulator": 1000.0, "gym_smb": 500.0, "sgaps": 920.0}
+    assert result.ratio_sgaps == pytest.approx(0.92) and result.ratio_gym_smb == pytest.approx(0.5)
+    assert result.passed is True
+    # emulation of 4 frames takes 4000 us at 1000 fps; 400 us on top predicts 4000 / 4400
+    assert result.expected_ratio_sgaps == pytest.approx(4000 / 4400)
+    # gym_smb: 1000 frames in 2 s where the emulator needs 1 s: 1 s over 1000 steps = 1000 us per step
+    assert result.gym_smb_overhead_us_per_step == pytest.approx(1000.0)
+
+
+def test_benchmark_verdict_fails_below_the_target():
+    slow = benchmark_env.compare(hand_made_result([1000.0, 1000.0, 1000.0], [850.0, 890.0, 990.0]))
+    assert slow.ratio_sgaps == pytest.approx(0.89) and slow.passed is False
+    assert "FAIL: SGAPS runs at 89.0% " in benchmark_env.format_report(slow)
+    fast = benchmark_env.compare(hand_made_result([1000.0, 1000.0, 1000.0], [850.0, 890.0, 990.0], target=0.85))
+    assert fast.passed is True and "PASS: SGAPS runs at 89.0% " in benchmark_env.format_report(fast)
+
+
+@pytest.mark.slow
+def test_benchmark_measures_three_positive_speeds(tmp_path, capsys):
+    path = tmp_path / "bench" / "numbers.json"
+    result = benchmark_env.main(benchmark_env.Args(rounds=2, seconds=0.05, warmup=0.0, json=str(path),
+                                                   progress=False))
+    for name in benchmark_env.CONTESTANTS:
+        assert len(result.fps[name]) == 2 and all(10 < fps < 1e6 for fps in result.fps[name])
     assert 0 < result.sgaps_step_us_without_emulation < 1e5
-    assert 0 < result.expected_ratio_sgaps < 1
     # SGAPS steps emulate frame_skip frames each (plus reset no-ops, minus the frames cut by a death)
     for frames, steps in zip(result.frames["sgaps"], result.steps["sgaps"]):
         assert 3 * steps <= frames <= 4 * steps + 31 * (steps // 20 + 1)
-
-
-def test_benchmark_main_prints_the_verdict_and_writes_json(tmp_path, capsys):
-    import json
-
-    path = tmp_path / "bench" / "numbers.json"
-    args = benchmark_env.Args(rounds=1, seconds=0.05, warmup=0.0, json=str(path), progress=False)
-    result = benchmark_env.main(args)
-    out = capsys.readouterr().out
-    assert re.search(r"^(PASS|FAIL): ", out, re.MULTILINE)
-    assert "| environment | emulated frames/s (median) | vs pure emulator |" in out
-    assert "ratio (c)/(a)" in out and "ratio (b)/(a)" in out and "us per step" in out
-    numbers = json.loads(path.read_text())
-    assert numbers["ratio_sgaps"] == pytest.approx(result.ratio_sgaps)
-    assert set(numbers["median_fps"]) == {"emulator", "gym_smb", "sgaps"}
+    assert json.loads(path.read_text())["ratio_sgaps"] == pytest.approx(result.ratio_sgaps)
+    assert re.search(r"^(PASS|FAIL): SGAPS runs at", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_benchmark_button_schedule():

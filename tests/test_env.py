@@ -1,4 +1,5 @@
 """SGAPS-SMB-v0 on the real emulator: spaces, conformance, alignment, rewards and bad input."""
+import re
 import subprocess
 import sys
 import warnings
@@ -299,11 +300,18 @@ def test_rgb_array_render_is_a_copy_of_the_true_frame(make_env):
     assert not np.array_equal(env.render(), kept)
 
 
-def test_human_render_opens_a_window_headless(make_env):
-    env = make_env(render_mode="human")
+def test_human_render_shows_the_true_frame_beside_the_samples_headless(make_env):
+    import pygame
+
+    env = make_env(render_mode="human", return_frame=True, color="rgb", sample_count=50)
     env.reset(seed=0)
-    env.step(fixed_action(env))
-    assert env._viewer is not None
+    observation, *_, info = env.step({"buttons": RIGHT_B, "coords": make_pattern("uniform_grid", 50)})
+    window = pygame.surfarray.array3d(pygame.display.get_surface()).swapaxes(0, 1)  # (rows, cols, 3)
+    assert window.shape == (2 * 240, 2 * 2 * 256, 3)  # two 256-wide panels, scaled 2x
+    np.testing.assert_array_equal(window[::2, :512:2], info["frame"])  # left: the true frame
+    rows, cols = uv_to_pixel(observation["pixels"][:, :2])
+    right = window[::2, 512::2]
+    np.testing.assert_array_equal(right[rows, cols], np.rint(observation["pixels"][:, 2:] * 255))  # right: samples
     env.close()
     assert env._viewer is None
 
@@ -346,12 +354,14 @@ def test_bad_buttons_raise_value_errors(make_env, buttons, message):
         env.step({"buttons": buttons, "coords": make_pattern("uniform_grid", 500)})
 
 
-def test_actions_must_be_dicts_with_both_keys(make_env):
+def test_actions_must_be_dicts_with_both_keys_and_no_others(make_env):
     env = make_env()
     env.reset(seed=0)
     for action in (3, {"buttons": 3}, [3, None]):
         with pytest.raises(ValueError, match="keys 'buttons' and 'coords'"):
             env.step(action)
+    with pytest.raises(ValueError, match="unknown action key.*'cords'"):
+        env.step({**fixed_action(env), "cords": make_pattern("uniform_grid", 500)})
 
 
 @pytest.mark.parametrize("stage", ["9-1", "1-5", "one-one", (0, 1), "1"])
@@ -365,7 +375,8 @@ def test_unknown_stage_is_rejected(stage):
     ({"sample_count": 0}, "sample_count"),
     ({"frame_skip": 0}, "frame_skip"),
     ({"initial_pattern": "spiral"}, "initial_pattern"),
-    ({"reward_mode": "reconstruction", "color": "gray"}, "shipped SPT checkpoint reconstructs rgb"),
+    ({"reward_mode": "reconstruction"}, r"needs a scorer.*scorer=models\.scoring\.SPTScorer\(\)"),
+    ({"reward_mode": "reconstruction", "color": "rgb"}, "BaselineScorer"),
     ({"scorer": "spt"}, "scorer must be callable"),
     ({"reward_mode": "both"}, "unknown reward_mode"),
     ({"max_state_dim": 8}, "max_state_dim"),
@@ -376,6 +387,116 @@ def test_unknown_stage_is_rejected(stage):
 def test_bad_constructor_arguments_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sgaps_env.SGAPSSuperMarioBrosEnv(stage="1-1", **kwargs)
+
+
+# Each bad keyword: (kwargs, the argument's name, what was given, what is expected), all in the message.
+BAD_KEYWORDS = [
+    ({"clip_coords": "False"}, "clip_coords", "str 'False'", "True or False"),
+    ({"clip_coords": 0}, "clip_coords", "int 0", "True or False"),
+    ({"return_frame": "no"}, "return_frame", "str 'no'", "True or False"),
+    ({"return_frame": None}, "return_frame", "NoneType None", "True or False"),
+    ({"sample_count": True}, "sample_count", "bool True", r"integer in \[1, 61440\]"),
+    ({"sample_count": 500.0}, "sample_count", "float 500.0", "integer"),
+    ({"sample_count": "500"}, "sample_count", "str '500'", "integer"),
+    ({"sample_count": 61441}, "sample_count", "61441", r"\[1, 61440\]"),
+    ({"frame_skip": True}, "frame_skip", "bool True", "integer"),
+    ({"frame_skip": 4.0}, "frame_skip", "float 4.0", "integer"),
+    ({"noop_max": False}, "noop_max", "bool False", "integer"),
+    ({"noop_max": -1}, "noop_max", "-1", r"\[0, "),
+    ({"noop_max": 2.5}, "noop_max", "float 2.5", "integer"),
+    ({"max_state_dim": True}, "max_state_dim", "bool True", r"\[44, 4096\]"),
+    ({"max_state_dim": 64.0}, "max_state_dim", "float 64.0", "integer"),
+    ({"max_state_dim": 10**8}, "max_state_dim", "100000000", r"\[44, 4096\]"),
+    ({"max_state_dim": 43}, "max_state_dim", "43", r"\[44, 4096\]"),
+    ({"repeat_action_probability": True}, "repeat_action_probability", "bool True", r"\[0, 1\)"),
+    ({"repeat_action_probability": "0.25"}, "repeat_action_probability", "str '0.25'", "number"),
+    ({"repeat_action_probability": 0.25 + 0j}, "repeat_action_probability", "complex", "number"),
+    ({"repeat_action_probability": float("nan")}, "repeat_action_probability", "nan", r"\[0, 1\)"),
+    ({"repeat_action_probability": -0.1}, "repeat_action_probability", "-0.1", r"\[0, 1\)"),
+    ({"sentinel": True}, "sentinel", "bool True", "finite number"),
+    ({"sentinel": "-999"}, "sentinel", "str '-999'", "finite number"),
+    ({"sentinel": -999 + 0j}, "sentinel", "complex", "finite number"),
+    ({"sentinel": float("nan")}, "sentinel", "nan", "finite number"),
+    ({"sentinel": float("-inf")}, "sentinel", "-inf", "finite number"),
+    ({"color": "GRAY"}, "color", "'GRAY'", r"\['gray', 'rgb'\]"),
+    ({"color": ["rgb"]}, "color", r"\['rgb'\]", r"\['gray', 'rgb'\]"),
+    ({"initial_pattern": "grid"}, "initial_pattern", "'grid'", "uniform_grid"),
+    ({"initial_pattern": None}, "initial_pattern", "None", "uniform_grid"),
+    ({"render_mode": "rgb"}, "render_mode", "'rgb'", r"\['human', 'rgb_array'\] or None"),
+    ({"reward_mode": None}, "reward_mode", "None", r"\['game', 'reconstruction'\]"),
+    ({"reward_mode": "psnr"}, "reward_mode", "'psnr'", r"\['game', 'reconstruction'\]"),
+    ({"buttons": 7}, "buttons", "int 7", "simple"),
+    ({"buttons": ["right", "A"]}, "button combination", "'right'", r"\[\['NOOP'\], \['right', 'A'\]\]"),
+    ({"buttons": [["right", "turbo"]]}, "button name", "turbo", "expected names from"),
+    ({"stage": (True, 1)}, "stage", r"\(True, 1\)", "W-S"),
+]
+
+
+@pytest.mark.parametrize("kwargs, name, given, expected", BAD_KEYWORDS,
+                         ids=[f"{key}={value!r}" for kwargs, *_ in BAD_KEYWORDS for key, value in kwargs.items()])
+def test_keywords_of_the_wrong_type_or_range_name_the_argument_the_value_and_the_expectation(kwargs, name, given,
+                                                                                         expected):
+    kwargs = {"stage": "1-1", **kwargs}
+    with pytest.raises(ValueError) as caught:
+        sgaps_env.SGAPSSuperMarioBrosEnv(**kwargs)
+    message = str(caught.value)
+    for part in (name, given, expected):
+        assert re.search(part, message), f"{part!r} not in {message!r}"
+
+
+def test_numpy_scalars_of_the_right_kind_are_accepted(make_env):
+    env = make_env(sample_count=np.int64(16), frame_skip=np.int32(2), max_state_dim=np.int16(48),
+                   noop_max=np.uint8(0), repeat_action_probability=np.float32(0.0), sentinel=np.float64(-5),
+                   clip_coords=np.bool_(True), return_frame=np.bool_(False))
+    observation, info = env.reset(seed=0)
+    assert observation["pixels"].shape == (16, 3) and observation["state"].shape == (48,)
+    assert env.clip_coords is True and env.return_frame is False and "frame" not in info
+    assert observation["state"][observation["state_mask"] == 0].max() == -5.0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"cords": np.zeros((4, 2), np.float32)}, r"unknown reset option\(s\) 'cords'.*\['coords'\]"),
+    ({"coords": np.zeros((4, 2), np.float32), "seed": 3}, r"unknown reset option\(s\) 'seed'"),
+    ([("coords", np.zeros((4, 2), np.float32))], "options must be a dict or None, got list"),
+    ("coords", "options must be a dict or None, got str"),
+])
+def test_reset_rejects_unknown_options_and_non_dicts_without_changing_the_session(make_env, options, message):
+    env = make_env(sample_count=4)
+    observation, _ = env.reset(seed=0)
+    env.step({"buttons": RIGHT_B, "coords": np.full((4, 2), 0.5, np.float32)})
+    frame_before = env.frame_ram
+    with pytest.raises(ValueError, match=message):
+        env.reset(seed=1, options=options)
+    np.testing.assert_array_equal(env.frame_ram, frame_before)  # the game was not reset by the bad call
+    env.step({"buttons": RIGHT_B, "coords": np.full((4, 2), 0.5, np.float32)})  # the episode goes on
+
+
+@pytest.mark.parametrize("coords", [
+    np.zeros((4, 2), dtype=bool),
+    np.zeros((4, 2), dtype=np.complex64),
+    np.full((4, 2), "0.5"),
+    np.full((4, 2), 0.5, dtype=object),
+    [[0.5, 0.5]] * 3 + [[0.5]],
+], ids=["bool", "complex", "str", "object", "ragged"])
+def test_coordinates_that_are_not_real_numbers_are_refused_in_step_and_reset(make_env, coords):
+    env = make_env(sample_count=4)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="coords"):
+        env.step({"buttons": 0, "coords": coords})
+    with pytest.raises(ValueError, match="coords"):
+        env.reset(seed=0, options={"coords": coords})
+
+
+def test_integer_coordinates_are_positions(make_env):
+    env = make_env(sample_count=2)
+    observation, _ = env.reset(seed=0, options={"coords": np.array([[0, 0], [1, 1]], dtype=np.int64)})
+    np.testing.assert_array_equal(observation["pixels"][:, :2], pixel_to_uv(np.array([0, 239]), np.array([0, 255])))
+
+
+def test_reconstruction_reward_without_a_scorer_says_to_pass_one():
+    for color in ("gray", "rgb"):
+        with pytest.raises(ValueError, match=r"needs a scorer.*SPTScorer\(\).*BaselineScorer\('hold'\)"):
+            sgaps_env.SGAPSSuperMarioBrosEnv(stage="1-1", color=color, reward_mode="reconstruction")
 
 
 def test_stepping_a_finished_episode_or_before_reset_raises(make_env):

@@ -3,32 +3,32 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
 
 from agents import RunRightPlayer
+from sgaps_env.rollout import Rollout
 from sgaps_env.sampler import PatternSampler
-from sgaps_env.session_file import (FORMAT_NAME, FramePalette, SessionFile, SessionFileError, SessionRecorder,
-                                    attrs_of, frames_rgb, session_pixels, write_shard)
+from sgaps_env.session_file import (FORMAT_NAME, SPLITS, FramePalette, RecordedSession, SessionFile,
+                                    SessionFileError, SessionRecorder, attrs_of, frames_rgb, list_sessions,
+                                    read_sessions, session_pixels, split_of, write_shard)
 
 
 def record(env, steps=40, seed=0, key="smb1-1-1", session_id="s0", pattern="random", store_ram=False):
     """One real episode (cut at ``steps``) as SessionData, plus what the env returned."""
-    sampler, player = PatternSampler(pattern, env.sample_count), RunRightPlayer()
     recorder = SessionRecorder(key, session_id, {"seed": seed, "env_config": env.config}, store_ram=store_ram)
-    observation, info = env.reset(seed=seed, options={"coords": sampler.reset(seed)})
-    seen = [(observation, info, env.frame_ram)]
-    recorder.add(observation, info, ram=env.frame_ram if store_ram else None)
-    for step in range(steps):
-        buttons = player.act(observation, info)
-        observation, reward, terminated, truncated, info = env.step(
-            {"buttons": buttons, "coords": sampler.next_coords(observation, info)})
-        recorder.add(observation, info, buttons, reward, terminated, truncated, 0.01 * step,
-                     ram=env.frame_ram if store_ram else None)
-        seen.append((observation, info, env.frame_ram))
-        if terminated:
-            break
+    seen = []
+    for step in Rollout(env, RunRightPlayer(), PatternSampler(pattern, env.sample_count), seed=seed, max_steps=steps):
+        ram = env.frame_ram
+        seen.append((step.observation, step.info, ram))
+        if step.step == 0:
+            recorder.add(step.observation, step.info, ram=ram if store_ram else None)
+        else:
+            recorder.add(step.observation, step.info, step.buttons, step.reward, step.terminated, step.truncated,
+                         0.01 * step.step, ram=ram if store_ram else None)
     return recorder.finish(), seen
 
 
@@ -181,3 +181,79 @@ def test_the_docs_plain_h5py_example_runs_on_a_recorded_file(make_env, tmp_path)
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert "smb1-1-1 s0" in result.stdout and "(21, 240, 256, 3) (21, 500, 1)" in result.stdout
+
+
+# --- the one reader ------------------------------------------------------------------------------------
+
+
+def test_the_reader_returns_what_the_env_showed_for_every_session(make_env, tmp_path):
+    env = make_env(return_frame=True, color="gray", sample_count=200)
+    recorded = {}
+    session_file = SessionFile(tmp_path / "s.h5", create=True)
+    for number in range(3):
+        data, seen = record(env, steps=12, seed=number, session_id=f"s{number}")
+        session_file.add(data)
+        recorded[f"s{number}"] = seen
+    sessions = list_sessions(tmp_path / "s.h5")
+    assert [session.name for session in sessions] == ["smb1-1-1/s0", "smb1-1-1/s1", "smb1-1-1/s2"]
+    for session in sessions:
+        seen = recorded[session.session_id]
+        assert len(session) == len(seen) and session.has_frames
+        truth = np.stack([info["frame"] for _, info, _ in seen])
+        np.testing.assert_array_equal(session.frames(), truth)
+        np.testing.assert_array_equal(session.frames(slice(2, 5)), truth[2:5])
+        indices, palette = session.frame_indices(slice(0, 3))
+        np.testing.assert_array_equal(palette[indices], truth[:3])
+        state, mask = session.states()
+        np.testing.assert_array_equal(state, np.stack([observation["state"] for observation, _, _ in seen]))
+        np.testing.assert_array_equal(mask, np.stack([observation["state_mask"] for observation, _, _ in seen]))
+        np.testing.assert_array_equal(session.pixels(), np.stack([observation["pixels"] for observation, _, _ in seen]))
+        # gray values read back from the stored frames are exactly what the env sampled
+        values = session.frame_values(slice(None), "gray")
+        assert values.dtype == np.float32 and values.shape == truth.shape[:3] + (1,)
+        pixels = session.pixels()
+        cols = (pixels[..., 0] * 256).astype(int)
+        rows = (pixels[..., 1] * 240).astype(int)
+        sampled = np.take_along_axis(values[..., 0].reshape(len(values), -1), rows * 256 + cols, axis=1)
+        np.testing.assert_allclose(sampled, pixels[..., 2], atol=1e-6)
+        assert session.buttons()[0] == -1 and session.attrs()["seed"] == int(session.session_id[1:])
+    assert [session.name for session in read_sessions(tmp_path / "s.h5", max_sessions=2)] == [
+        "smb1-1-1/s0", "smb1-1-1/s1"]
+
+
+def test_splits_partition_the_sessions_by_name_alone(make_env, tmp_path):
+    env = make_env(return_frame=True)
+    session_file = SessionFile(tmp_path / "s.h5", create=True)
+    for number in range(12):
+        session_file.add(record(env, steps=2, session_id=f"id{number}")[0])
+    by_split = {split: {session.session_id for session in list_sessions(tmp_path / "s.h5", split)} for split in SPLITS}
+    every = {session.session_id for session in list_sessions(tmp_path / "s.h5")}
+    assert set().union(*by_split.values()) == every and sum(map(len, by_split.values())) == len(every) == 12
+    for split, ids in by_split.items():
+        assert all(split_of("smb1-1-1", session_id) == split for session_id in ids)
+    # a different split seed moves some sessions: the seed is part of the assignment
+    moved = {session.session_id for session in list_sessions(tmp_path / "s.h5", "train", split_seed=1)}
+    assert moved != by_split["train"] or len(every) < 4
+    with pytest.raises(ValueError, match="unknown split 'training'"):
+        list_sessions(tmp_path / "s.h5", "training")
+
+
+def test_sessions_without_frames_are_named_when_frames_are_needed(make_env, tmp_path):
+    env = make_env()  # no return_frame: recorded without the true frames
+    recorder = SessionRecorder("smb1-1-1", "blind", {}, store_frames=False)
+    observation, info = env.reset(seed=0)
+    recorder.add(observation, info)
+    SessionFile(tmp_path / "s.h5", create=True).add(recorder.finish())
+    session = list_sessions(tmp_path / "s.h5")[0]
+    assert not session.has_frames and len(session) == 1
+    with pytest.raises(ValueError, match="blind.*without the true frames"):
+        session.frames()
+    with pytest.raises(ValueError, match="no true frames"):
+        list_sessions(tmp_path / "s.h5", need_frames=True)
+
+
+def test_session_seeds_are_stable_and_distinct():
+    first = RecordedSession(Path("a.h5"), "smb1-1-1", "s0")
+    assert first.seed(0, 500) == RecordedSession(Path("elsewhere.h5"), "smb1-1-1", "s0").seed(0, 500)
+    assert len({first.seed(0, 500), first.seed(1, 500), first.seed(0, 250),
+                RecordedSession(Path("a.h5"), "smb1-1-1", "s1").seed(0, 500)}) == 4

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -12,16 +13,17 @@ if str(ROOT) not in sys.path:
 
 from agents import collect  # noqa: E402
 from agents.players import make_player  # noqa: E402
-from experiments.cli import parse_args  # noqa: E402
 from models.baselines import make_baseline  # noqa: E402
 from models.evaluation import evaluate_sessions, summarize  # noqa: E402
 from models.memory import MemoryBank, MemoryConfig, StagePriors  # noqa: E402
 from models.metrics import psnr  # noqa: E402
+from models.scoring import SPTScorer  # noqa: E402
 from models.spt import (DEFAULT_CHECKPOINT, SPTReconstructor, SparsePixelTransformer, collate_inputs,  # noqa: E402
                         frame_inputs, load_checkpoint, read_checkpoint, save_checkpoint, spt_config)
 from models.stream import ReconstructionStream, StreamConfig  # noqa: E402
-from sgaps_env.coords import make_pattern, uv_to_pixel  # noqa: E402
+from sgaps_env.coords import frame_values, make_pattern, uv_to_pixel  # noqa: E402
 from sgaps_env.sprites import HUD_ROWS, box_mask, camera_x, sprite_boxes  # noqa: E402
+from sgaps_env.session_file import FramePalette  # noqa: E402
 
 
 def play(make_env, steps, stage="1-1", color="rgb", seed=0, count=500):
@@ -99,12 +101,13 @@ def test_dynamic_memory_holds_recent_samples_with_age(run_1_1):
     assert set(np.unique(memory.dynamic(state)[1])) == {0.0, 0.5}
 
 
-def test_stage_prior_recalls_the_level_background(run_1_1):
-    def as_session_file_encoding(frames):
-        flat = frames.reshape(-1, 3)
-        palette, index = np.unique(flat, axis=0, return_inverse=True)
-        return index.reshape(frames.shape[:3]).astype(np.uint8), palette.astype(np.uint8)
+def as_session_file_encoding(frames):
+    """``(palette indices (T, H, W) uint8, palette (P, 3) uint8)`` as the session file stores frames."""
+    palette = FramePalette()
+    return np.stack([palette.encode(frame) for frame in frames]), palette.array()
 
+
+def test_stage_prior_recalls_the_level_background(run_1_1):
     frames = np.stack([step[0] for step in run_1_1])
     states = np.stack([step[2] for step in run_1_1])
     masks = np.stack([step[3] for step in run_1_1])
@@ -115,7 +118,7 @@ def test_stage_prior_recalls_the_level_background(run_1_1):
     np.testing.assert_array_equal(restored.levels["1-1-0"].rgb(), priors.levels["1-1-0"].rgb())
     with_prior, without = MemoryBank(3, restored), MemoryBank(3, config=MemoryConfig(use_prior=False))
     for t in range(120, 125):  # frames the prior was not built from, at cameras it saw
-        truth = frames[t] / 255.0
+        truth = frame_values(frames[t], "rgb")
         background = ~box_mask(sprite_boxes(states[t], masks[t]), margin=2)
         background[:HUD_ROWS] = False
         canvas, confidence = with_prior.view(states[t])
@@ -129,9 +132,8 @@ def test_stage_prior_draws_the_blinking_blocks_and_the_digits_the_state_gives(ru
     frames = np.stack([step[0] for step in run_1_1])
     states = np.stack([step[2] for step in run_1_1])
     masks = np.stack([step[3] for step in run_1_1])
-    palette, index = np.unique(frames.reshape(-1, 3), axis=0, return_inverse=True)
-    index = index.reshape(frames.shape[:3]).astype(np.uint8)
-    prior = StagePriors.build([(index[:120], palette.astype(np.uint8), states[:120], masks[:120])],
+    index, palette = as_session_file_encoding(frames)
+    prior = StagePriors.build([(index[:120], palette, states[:120], masks[:120])],
                               progress=False).levels["1-1-0"]
     assert len(prior.rotation_rows) > 0  # ?-blocks and the status bar's coin
     assert 2 in set(prior.digit_slot.tolist())  # the timer's ones digit changes every few steps
@@ -140,7 +142,7 @@ def test_stage_prior_draws_the_blinking_blocks_and_the_digits_the_state_gives(ru
         memory = MemoryBank(3, StagePriors({"1-1-0": prior}))
         if not draw:
             memory._rotate = memory._draw_digits = lambda *args: None
-        errors[draw] = np.mean([((memory.view(states[t])[0] - frames[t] / 255.0) ** 2)[:HUD_ROWS].mean()
+        errors[draw] = np.mean([((memory.view(states[t])[0] - frame_values(frames[t], "rgb")) ** 2)[:HUD_ROWS].mean()
                                 for t in range(120, 160)])
     assert errors[True] < 0.5 * errors[False]
 
@@ -162,9 +164,9 @@ def test_untrained_spt_returns_the_composited_canvas(run_1_1, channels):
     torch.manual_seed(0)
     model = SparsePixelTransformer(spt_config("tiny", channels=channels)).eval()
     steps = run_1_1[20:22]
-    if channels == 1:
-        from sgaps_env.coords import to_gray
-        steps = [(f, np.concatenate([p[:, :2], to_gray(p[:, 2:])[:, None]], 1), s, m) for f, p, s, m in steps]
+    if channels == 1:  # the same pixels' luma, read from the true frame
+        steps = [(f, np.concatenate([p[:, :2], frame_values(f, "gray")[uv_to_pixel(p[:, :2])]], 1), s, m)
+                 for f, p, s, m in steps]
     batch = collate_inputs(inputs_of(steps, MemoryBank(channels, config=MemoryConfig(use_prior=False))))
     with torch.no_grad():
         out = model(batch, need_weights=True)
@@ -237,7 +239,7 @@ def test_shipped_checkpoint_is_small_self_describing_and_beats_the_baselines(run
     spt, hold = SPTReconstructor(), make_baseline("hold")
     scores = {"spt": [], "hold": []}
     for frame, pixels, state, mask in run_1_1[:40]:
-        truth = frame / 255.0
+        truth = frame_values(frame, "rgb")
         for name, reconstructor in (("spt", spt), ("hold", hold)):
             output = reconstructor.reconstruct(pixels, state, mask)
             assert output.shape == (240, 256, 3) and output.dtype == np.float32
@@ -249,8 +251,8 @@ def test_shipped_checkpoint_is_small_self_describing_and_beats_the_baselines(run
         spt.reconstruct(pixels[:, :3], state, mask)
 
 
-def test_the_environment_scores_with_the_spt_by_default(make_env):
-    env = make_env(color="rgb", reward_mode="reconstruction", return_frame=True)
+def test_the_environment_scores_with_the_spt_it_is_given(make_env):
+    env = make_env(color="rgb", reward_mode="reconstruction", return_frame=True, scorer=SPTScorer())
     observation, info = env.reset(seed=0)
     rewards = []
     for _ in range(5):
@@ -271,8 +273,8 @@ def test_the_environment_scores_with_the_spt_by_default(make_env):
 @pytest.fixture(scope="module")
 def tiny_sessions(tmp_path_factory):
     output = tmp_path_factory.mktemp("sessions") / "train.h5"
-    args = parse_args(collect.Args, argv=["--output", str(output), "--no-progress", "--max-steps", "40",
-                                          "--episodes", "12", "--player", "heuristic", "--color", "rgb"])
+    args = tyro.cli(collect.Args, args=["--output", str(output), "--no-progress", "--max-steps", "40",
+                                        "--episodes", "12", "--player", "heuristic", "--color", "rgb"])
     collect.main(args)
     return output
 
@@ -297,9 +299,9 @@ def test_training_writes_checkpoints_and_resumes(tiny_sessions, tmp_path):
     common = ["--data", str(tiny_sessions), "--output", str(tmp_path / "run"), "--size", "tiny",
               "--pairs-per-epoch", "8", "--batch-pairs", "2", "--val-sessions", "1", "--val-steps", "6",
               "--workers", "0", "--no-progress", "--warmup-steps", "2"]
-    first = train_reconstructor.main([*common, "--epochs", "1"])
+    first = train_reconstructor.main(tyro.cli(train_reconstructor.Args, args=[*common, "--epochs", "1"]))
     assert len(first["history"]) == 1 and (tmp_path / "run" / "best.pt").is_file()
-    resumed = train_reconstructor.main([*common, "--epochs", "2", "--resume"])
+    resumed = train_reconstructor.main(tyro.cli(train_reconstructor.Args, args=[*common, "--epochs", "2", "--resume"]))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert payload["training"]["epoch"] == 1 and payload["metadata"]["size"] == "tiny"

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sgaps_env.state import STATE_FIELDS, STATE_INDEX, StateVectorReader, field_table_markdown
+from sgaps_env.state import (MAX_STATE_DIM, STATE_FIELDS, STATE_INDEX, StateVectorReader, field_int,
+                             field_table_markdown, field_value)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "state_vector.md"
 
@@ -26,22 +27,38 @@ def test_decodes_positions_speeds_digits_and_enemy_slots():
     ram[0x006E], ram[0x0087], ram[0x00CF] = 9, 99, 99  # stale values in inactive slot 0
     state, mask = StateVectorReader().read(ram)
 
-    def value(name):
-        return state[STATE_INDEX[name]]
-
-    assert value("player_level_x") * 4096 == pytest.approx(552)
-    assert value("player_x_speed") * 64 == pytest.approx(-24)
-    assert value("camera_x") * 4096 == pytest.approx(456)
-    assert value("timer") * 400 == pytest.approx(385)
-    assert value("score") * 1_000_000 == pytest.approx(12_500)
-    assert value("lives") * 10 == pytest.approx(-1)
-    assert value("enemy1_active") == 1.0
-    assert value("enemy1_type") * 64 == pytest.approx(6)
-    assert value("enemy1_screen_x") * 256 == pytest.approx(120)
+    in_game_units = {"player_level_x": 552, "player_x_speed": -24, "camera_x": 456, "timer": 385, "score": 12_500,
+                     "lives": -1, "enemy1_active": 1, "enemy1_type": 6, "enemy1_screen_x": 120, "enemy1_screen_y": 184}
+    for name, expected in in_game_units.items():
+        assert field_value(state, name) == pytest.approx(expected, abs=1e-3), name
+        assert field_int(state, name) == expected, name
     assert mask[STATE_INDEX["enemy1_screen_y"]] == 1.0
     for name in ("enemy0_type", "enemy0_screen_x", "enemy0_screen_y"):
-        assert value(name) == -999.0 and mask[STATE_INDEX[name]] == 0.0
-    assert value("enemy0_active") == 0.0 and mask[STATE_INDEX["enemy0_active"]] == 1.0
+        assert state[STATE_INDEX[name]] == -999.0 and mask[STATE_INDEX[name]] == 0.0
+    assert state[STATE_INDEX["enemy0_active"]] == 0.0 and mask[STATE_INDEX["enemy0_active"]] == 1.0
+
+
+def test_field_int_reads_every_byte_value_back_in_game_units():
+    # Each single-byte unsigned field, for every byte it can hold, comes back as that byte.
+    reader = StateVectorReader()
+    single = [field for field in STATE_FIELDS
+              if len(field.addresses) == 1 and not field.signed and field.active_flag is None]
+    assert len(single) >= 15
+    for byte in range(256):
+        ram = blank_ram()
+        for field in single:
+            ram[field.addresses[0]] = min(byte, field.byte_max)
+        state, _ = reader.read(ram)
+        for field in single:
+            assert field_int(state, field.name) == min(byte, field.byte_max), (field.name, byte)
+
+
+def test_field_value_rejects_unknown_names_and_points_to_the_table():
+    state, _ = StateVectorReader().read(blank_ram())
+    with pytest.raises(ValueError, match="unknown state field 'camera'.*STATE_FIELDS"):
+        field_value(state, "camera")
+    with pytest.raises(ValueError, match="unknown state field"):
+        field_int(state, "enemy5_type")  # there are five slots, 0-4
 
 
 def test_padding_uses_the_sentinel_and_mask_zero():
@@ -68,10 +85,32 @@ def test_too_small_max_state_dim_is_rejected_with_the_minimum():
         StateVectorReader(max_state_dim=10)
 
 
-def test_field_names_are_unique_and_indexed_in_order():
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_state_dim": 10**8}, rf"max_state_dim=100000000 is larger than {MAX_STATE_DIM}"),
+    ({"max_state_dim": MAX_STATE_DIM + 1}, "larger than"),
+    ({"max_state_dim": 64.0}, r"max_state_dim must be an integer in \[44, 4096\], got float"),
+    ({"max_state_dim": True}, "got bool"),
+    ({"sentinel": float("nan")}, "sentinel must be a finite number"),
+    ({"sentinel": "-999"}, "got str"),
+    ({"sentinel": False}, "got bool"),
+])
+def test_state_reader_refuses_huge_or_mistyped_sizes_and_sentinels(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StateVectorReader(**kwargs)
+
+
+def test_largest_state_length_is_allowed_and_padded():
+    state, mask = StateVectorReader(max_state_dim=MAX_STATE_DIM).read(blank_ram())
+    assert state.shape == (MAX_STATE_DIM,) and mask[len(STATE_FIELDS):].sum() == 0
+
+
+def test_the_documented_fields_keep_their_places():
+    # The observation's layout is a public contract (docs/state_vector.md, the wire format): 44 fields,
+    # unique names, the three appended before the first release at 41-43.
     names = [field.name for field in STATE_FIELDS]
-    assert len(names) == len(set(names))
-    assert [STATE_INDEX[name] for name in names] == list(range(len(names)))
+    assert len(names) == len(set(names)) == 44
+    assert names[:3] == ["player_level_x", "player_screen_x", "player_screen_y"]
+    assert names[41:] == ["player_sprite", "area_type", "color_rotation"]
 
 
 def test_docs_show_the_current_field_table():

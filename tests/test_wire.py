@@ -1,4 +1,5 @@
-"""The wire protocol (sgaps_env.wire): round trips, exact state, byte budgets, errors, on real frames."""
+"""The wire protocol (sgaps_env.wire): round trips, exact state, byte budgets, errors, on real frames and as
+hypothesis properties (any valid message round-trips; any bytes decode or raise ValueError)."""
 import dataclasses
 import zlib
 
@@ -6,12 +7,15 @@ import gymnasium as gym
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import sgaps_env  # noqa: F401 (registers SGAPS-SMB-v0)
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, make_pattern, pixel_to_uv, uv_to_pixel
 from sgaps_env.state import DEFAULT_SENTINEL, STATE_FIELDS, STATE_INDEX
-from sgaps_env.wire import (MAX_DECODED_BYTES, ErrorMessage, FrameData, Heartbeat, HeartbeatAck, SessionStart,
-                            SessionStartAck, UVCoordinates, decode, message_size)
+from sgaps_env.wire import (MAX_DECODED_BYTES, MESSAGE_TYPES, ErrorMessage, FrameData, Heartbeat, HeartbeatAck,
+                            SessionStart, SessionStartAck, UVCoordinates, decode, message_size)
 
 TIMESTAMP_MS = 1_790_000_000_000  # a wall-clock time in ms: the 9-byte worst case of msgpack ints
 STEPS = 100
@@ -381,3 +385,121 @@ def test_decode_rejects_malformed_bytes(valid_frame):
     with pytest.raises(TypeError, match="bytes"):
         decode("a string")
     assert decode(bytearray(good)) == valid_frame and decode(memoryview(good)) == valid_frame
+
+
+# --- properties (hypothesis): every valid message round-trips; any bytes decode or raise ValueError --------
+
+PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+int64s = st.integers(-(1 << 63), (1 << 63) - 1)
+uint63s = st.integers(0, (1 << 63) - 1)
+texts = st.text(max_size=40)
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def frame_data(draw):
+    channels = draw(st.sampled_from([1, 3]))
+    count = draw(st.integers(0, 64))
+    values = draw(hnp.arrays(np.float32, (count, channels), elements=st.floats(0, 1, width=32)))
+    dim = draw(st.integers(FIELDS, 96))
+    field_mask = draw(hnp.arrays(np.float32, FIELDS, elements=st.sampled_from([0.0, 1.0])))
+    field_values = draw(hnp.arrays(np.float32, FIELDS, elements=st.floats(-1e6, 1e6, width=32)))
+    state = np.zeros(dim, np.float32)
+    mask = np.zeros(dim, np.float32)
+    state[:FIELDS], mask[:FIELDS] = field_values, field_mask
+    return FrameData(draw(uint63s), values, state, mask, draw(uint63s),
+                     draw(st.floats(-1e9, 1e9, allow_nan=False)))
+
+
+descriptions = st.recursive(
+    st.none() | st.booleans() | int64s | finite_floats | texts | st.binary(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def uv_coordinates(draw):
+    frame_id = draw(uint63s)
+    importance = draw(st.none() | hnp.arrays(np.float64, st.tuples(st.integers(1, 8), st.integers(1, 8)),
+                                             elements=st.floats(0, 1e30)))
+    if draw(st.booleans()):
+        description = draw(st.dictionaries(texts, descriptions, max_size=5))
+        return UVCoordinates(frame_id, description=description, importance_map=importance)
+    coords = draw(hnp.arrays(np.float32, st.tuples(st.integers(1, 64), st.just(2)), elements=st.floats(0, 1, width=32)))
+    return UVCoordinates(frame_id, coords=coords, importance_map=importance)
+
+
+small_messages = st.one_of(
+    st.builds(SessionStart, texts, st.integers(1, 65535), st.integers(1, 65535), st.integers(FIELDS, 65535),
+              st.sampled_from(["gray", "rgb"])),
+    st.builds(SessionStartAck, texts, st.booleans(), st.integers(1, FRAME_HEIGHT * FRAME_WIDTH),
+              st.integers(FIELDS, 65535), st.floats(1e-3, 1e6), texts),
+    st.builds(Heartbeat, int64s),
+    st.builds(HeartbeatAck, int64s, int64s),
+    st.builds(ErrorMessage, int64s, texts),
+)
+messages = st.one_of(small_messages, frame_data(), uv_coordinates())
+
+
+@PROPERTY
+@given(message=messages)
+def test_every_valid_message_round_trips(message):
+    data = message.encode()
+    decoded = decode(data)
+    assert type(decoded) is type(message) and decoded == message
+    assert decoded.encode() == data  # nothing is lost or added on a second trip
+    assert message_size(message) == len(data)
+
+
+def decodes_or_raises_value_error(data: bytes) -> None:
+    """``decode`` either returns a message or raises ValueError: no other exception escapes it."""
+    try:
+        decoded = decode(data)
+    except ValueError:
+        return
+    assert isinstance(decoded, tuple(MESSAGE_TYPES.values()))
+    assert decode(decoded.encode()) == decoded  # what it accepts is a valid message
+
+
+@PROPERTY
+@given(message=messages, data=st.data())
+def test_truncated_or_mutated_messages_decode_or_raise_value_error(message, data):
+    encoded = bytearray(message.encode())
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    decodes_or_raises_value_error(bytes(encoded[:cut]))
+    position = data.draw(st.integers(0, len(encoded) - 1))
+    encoded[position] ^= data.draw(st.integers(1, 255))
+    decodes_or_raises_value_error(bytes(encoded))
+
+
+# Payloads whose zlib and msgpack layers are intact, so the fields themselves are fuzzed: a real tag and
+# its keys, each holding any msgpack value (the checksum of random byte flips rejects most of those early).
+any_msgpack = st.recursive(
+    st.none() | st.booleans() | int64s | st.integers(0, (1 << 64) - 1) | st.floats() | texts | st.binary(max_size=64),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(texts, children, max_size=5),
+    max_leaves=20,
+)
+MESSAGE_KEYS = "ikhwdcvsmpqgaelfnt"
+
+
+@PROPERTY
+@given(tag=st.sampled_from(sorted(MESSAGE_TYPES)) | any_msgpack,
+       fields=st.dictionaries(st.sampled_from(MESSAGE_KEYS), any_msgpack, max_size=8))
+def test_any_msgpack_fields_under_any_tag_decode_or_raise_value_error(tag, fields):
+    decodes_or_raises_value_error(_z({**fields, "t": tag}))
+
+
+@PROPERTY
+@given(message=frame_data() | uv_coordinates(), key=st.sampled_from(MESSAGE_KEYS), value=any_msgpack)
+def test_one_field_of_a_valid_message_replaced_by_anything_decodes_or_raises_value_error(message, key, value):
+    payload = _payload(message.encode())
+    assume(key != "t")
+    decodes_or_raises_value_error(_z({**payload, key: value}))
+
+
+@PROPERTY
+@given(data=st.binary(max_size=200))
+def test_arbitrary_bytes_decode_or_raise_value_error(data):
+    decodes_or_raises_value_error(data)
+    decodes_or_raises_value_error(zlib.compress(data))

@@ -12,9 +12,13 @@ import sgaps_env
 from agents import RandomPlayer
 from models.scoring import BaselineScorer
 from sgaps_env.coords import make_pattern, pixel_to_uv, uv_to_pixel
-from sgaps_env.wrappers import PlayerLearningWrapper, SamplerLearningWrapper, allocation_to_coords
+from sgaps_env.rollout import Rollout
+from sgaps_env.sampler import PatternSampler
+from sgaps_env.tiles import allocation_to_coords
+from sgaps_env.wrappers import PlayerLearningWrapper, SamplerLearningWrapper
 
 H, W = 240, 256
+RIGHT_B = 3  # index of right+B in the "simple" button set
 
 
 def tile_of(coords, tiles, height=H, width=W):
@@ -259,6 +263,77 @@ def test_player_wrapper_random_pattern_is_redrawn_each_step_and_seeded(make_env)
     assert not np.array_equal(pixels[0, :, :2], other_pixels[0, :, :2])  # the reset's frame is drawn too
     grid = pixel_to_uv(*uv_to_pixel(make_pattern("uniform_grid", 64)))
     assert not np.array_equal(pixels[0, :, :2], grid)  # not the env's own initial_pattern
+
+
+def test_player_wrapper_samples_what_a_rollout_with_the_same_pattern_sampler_and_seed_samples(make_env):
+    # "a fixed pattern, redrawn if random" has one owner: the wrapper draws with a PatternSampler, so a
+    # policy trained through it sees the coordinates the recorder's Rollout would sample.
+    wrapper = PlayerLearningWrapper(make_env(sample_count=48), pattern="stratified")
+    assert isinstance(wrapper.sampler, PatternSampler) and wrapper.redraws_pattern
+    observation, _ = wrapper.reset(seed=11)
+    wrapped = [observation["pixels"]]
+    for _ in range(6):
+        observation, *_ = wrapper.step(RIGHT_B)
+        wrapped.append(observation["pixels"])
+    rollout = Rollout(make_env(sample_count=48), lambda observation: RIGHT_B, PatternSampler("stratified", 48),
+                      seed=11, max_steps=6)
+    direct = [step.observation["pixels"] for step in rollout]
+    np.testing.assert_array_equal(np.stack(wrapped), np.stack(direct))
+
+
+def test_pattern_sampler_redraws_random_patterns_only_and_continues_its_generator_on_unseeded_resets():
+    fixed = PatternSampler("checkerboard", 40)
+    np.testing.assert_array_equal(fixed.reset(1), fixed.next_coords())
+    np.testing.assert_array_equal(fixed.reset(1), make_pattern("checkerboard", 40))
+    drawn = PatternSampler("random", 40)
+    first = drawn.reset(3)
+    step = drawn.next_coords()
+    unseeded = drawn.reset()
+    again = PatternSampler("random", 40)
+    np.testing.assert_array_equal(again.reset(3), first)
+    np.testing.assert_array_equal(again.next_coords(), step)
+    np.testing.assert_array_equal(again.reset(), unseeded)  # fixed by the first seed
+    assert not np.array_equal(first, step) and not np.array_equal(first, unseeded)
+    held = PatternSampler("random", 40, redraw=False)
+    np.testing.assert_array_equal(held.reset(3), held.next_coords())
+
+
+@pytest.mark.parametrize("args, message", [
+    (("spiral", 10), "unknown sampling pattern 'spiral'"),
+    ((["random"], 10), "unknown sampling pattern"),
+    (("random", 0), r"count must be an integer in \[1, 61440\]"),
+    (("random", True), "count must be an integer"),
+    (("random", 10.0), "count must be an integer"),
+    (("random", 10, "yes"), "redraw must be True, False or None"),
+])
+def test_pattern_sampler_rejects_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        PatternSampler(*args)
+
+
+def test_player_wrapper_unseeded_resets_continue_the_seeded_draws(make_env):
+    def two_episodes():
+        env = PlayerLearningWrapper(make_env(sample_count=32), pattern="random")
+        first, _ = env.reset(seed=5)
+        second, _ = env.reset()
+        return first["pixels"][:, :2], second["pixels"][:, :2]
+
+    first, second = two_episodes()
+    again_first, again_second = two_episodes()
+    np.testing.assert_array_equal(first, again_first)
+    np.testing.assert_array_equal(second, again_second)  # the unseeded episode is fixed by the first seed
+    assert not np.array_equal(first, second)  # and it is a new draw
+
+
+def test_player_wrapper_keeps_explicit_reset_coords_and_refuses_unknown_options(make_env):
+    env = PlayerLearningWrapper(make_env(sample_count=2), pattern="random")
+    coords = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
+    observation, _ = env.reset(seed=0, options={"coords": coords})
+    np.testing.assert_array_equal(observation["pixels"][:, :2], pixel_to_uv(*uv_to_pixel(coords)))
+    with pytest.raises(ValueError, match="unknown reset option"):
+        env.reset(seed=0, options={"cords": coords})
+    with pytest.raises(ValueError, match="options must be a dict"):
+        env.reset(seed=0, options=[("coords", coords)])
 
 
 def test_player_wrapper_works_on_gym_make_envs_and_passes_the_reward_through():

@@ -1,16 +1,21 @@
 """Running a sampling policy against a reconstructor: offline on recorded frames, or live in the env.
 
-Offline (``replay_session``), a recorded session's true frames are replayed in order. On each frame
-the policy's coordinates are sampled from the true frame, the samples travel up as a wire
+Offline (:func:`replay_offline`), a recorded session's true frames are replayed in order. On each
+frame the policy's coordinates are sampled from the true frame, the samples travel up as a wire
 ``FrameData`` message (so the server sees exactly what the client would send, quantisation
 included), the reconstructor rebuilds the frame, and the policy chooses the next frame's coordinates
 from what it has seen (never the future; only the oracle is handed the true next frame). Those go
 down as a ``UVCoordinates`` message, and the client's side regenerates them from the message and its
-own state vectors; a mismatch raises, so every reported byte count is for coordinates that really
-arrive. The recorded game does not depend on where it was sampled (the environment draws sampling
-from its own generator), so replaying it under another policy is exact.
+own state vectors (``sgaps_env.descriptions``); a mismatch raises, so every reported byte count is
+for coordinates that really arrive. The recorded game does not depend on where it was sampled (the
+environment draws sampling from its own generator), so replaying it under another policy is exact.
 
-Live (``run_live``), the same loop drives ``SGAPS-SMB-v0`` with a player pressing the buttons.
+Live (:func:`run_live`), the policy samples ``SGAPS-SMB-v0`` through ``sgaps_env.rollout.Rollout``
+while a player presses the buttons; the reconstruction of each frame reaches the policy as
+``info["reconstruction"]``.
+
+A policy is any ``sgaps_env.sampler.Sampler`` with ``count``, ``name``, ``needs_truth`` and
+``description`` (``agents.policies`` builds them); this module imports ``sgaps_env`` and ``models`` only.
 """
 from __future__ import annotations
 
@@ -19,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.policies import ClientContext, coords_from_description
 from models.metrics import foreground_psnr, psnr, ssim
 from sgaps_env.coords import extract_pixels, frame_values
+from sgaps_env.descriptions import ClientContext, coords_from_description
+from sgaps_env.rollout import Rollout
 from sgaps_env.wire import FrameData, UVCoordinates, decode
 
 
@@ -69,18 +75,25 @@ def gray_uplink_bytes(frame: np.ndarray, coords: np.ndarray, state: np.ndarray, 
     return len(FrameData.from_observation(0, observation).encode())
 
 
-def replay_session(policy, reconstructor, frames: np.ndarray, states: np.ndarray, masks: np.ndarray, color: str,
+def replay_offline(policy, reconstructor, frames: np.ndarray, states: np.ndarray, masks: np.ndarray, color: str,
                    seed: int, score_every: int = 1, with_ssim: bool = True, keep_steps: tuple[int, ...] = (),
                    quality_feedback: bool = False) -> tuple[list[dict[str, Any]], dict[int, dict[str, np.ndarray]]]:
-    """Replay one session under ``policy`` -> ``(rows, kept)``.
+    """Replay one recorded session's ``frames (T, H, W, 3)`` uint8 under ``policy`` -> ``(rows, kept)``.
 
     ``rows``: one dict per scored step (``step % score_every == 0``) with psnr, ssim, foreground_psnr,
     uplink_bytes (in ``color``), uplink_gray_bytes (the same samples in luma), downlink_bytes (the
     coordinates of this frame), policy_ms (choosing this frame's coordinates), reconstruct_ms.
     ``kept``: for each of ``keep_steps``, the truth, the sampled pixels' positions and the reconstruction.
     ``quality_feedback`` hands the policy the last frame's measured quality (``info["quality"]``, from
-    the truth: what quality-based mask-update schedules read offline).
+    the truth: what quality-based mask-update schedules read offline). A policy with ``needs_truth``
+    (the oracle) is handed the true next frame, uint8, as ``info["next_frame"]``.
     """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8 RGB as recorded (RecordedSession.frames()), got "
+                         f"{frames.dtype} {frames.shape}")
+    if isinstance(score_every, bool) or not isinstance(score_every, (int, np.integer)) or score_every < 1:
+        raise ValueError(f"score_every must be a positive integer (score every n-th frame), got {score_every!r}")
     count = policy.count
     link = _Link(count)
     reconstructor.reset()
@@ -124,8 +137,9 @@ def replay_session(policy, reconstructor, frames: np.ndarray, states: np.ndarray
 
 def run_live(policy, reconstructor, player, stage: str, seed: int, steps: int, color: str = "rgb",
              with_ssim: bool = False) -> list[dict[str, Any]]:
-    """Play ``steps`` steps of ``stage`` live with ``player`` on the buttons and ``policy`` on the
-    coordinates; one row per step with psnr (and ssim) of ``reconstructor`` against the true frame.
+    """Play up to ``steps`` frames of ``stage`` live with ``player`` on the buttons and ``policy`` on the
+    coordinates; one row per frame (the reset frame first) with psnr (and ssim) and foreground_psnr
+    of ``reconstructor`` against the true frame. The episode may end earlier (death, flag).
 
     The oracle cannot run live (it needs the true next frame before it is emulated).
     """
@@ -135,25 +149,23 @@ def run_live(policy, reconstructor, player, stage: str, seed: int, steps: int, c
 
     if policy.needs_truth:
         raise ValueError(f"policy {policy.name!r} reads the true next frame and runs in offline evaluation only")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
     env = gym.make("SGAPS-SMB-v0", stage=stage, sample_count=policy.count, color=color, return_frame=True)
     try:
         reconstructor.reset()
-        player.reset(seed)
-        coords = policy.reset(seed)
-        observation, info = env.reset(seed=seed, options={"coords": coords})
         rows = []
-        for step in range(steps):
+        for step in Rollout(env, player, policy, seed=seed, max_steps=steps):
+            observation = step.observation
             reconstruction = reconstructor.reconstruct(observation["pixels"], observation["state"],
                                                        observation["state_mask"])
-            truth = frame_values(info["frame"], color)
-            rows.append({"step": step, "psnr": psnr(reconstruction, truth),
+            step.info["reconstruction"] = reconstruction  # what the policy chooses the next coordinates from
+            truth = frame_values(step.info["frame"], color)
+            rows.append({"step": step.step, "psnr": psnr(reconstruction, truth),
                          "ssim": ssim(reconstruction, truth) if with_ssim else float("nan"),
                          "foreground_psnr": foreground_psnr(reconstruction, truth, observation["state"],
                                                             observation["state_mask"])})
-            buttons = player.act(observation, info)
-            coords = policy.next_coords(observation, {"reconstruction": reconstruction})
-            observation, _, terminated, truncated, info = env.step({"buttons": buttons, "coords": coords})
-            if terminated or truncated:
+            if len(rows) == steps:
                 break
         return rows
     finally:

@@ -1,0 +1,409 @@
+"""Coordinate descriptions: the client's side of how a sampling policy's choice travels down the wire.
+
+A sampling policy (``agents.policies``) does not send its ``N`` coordinates one by one: it sends a
+compact *description* (a msgpack-able dict: a seed, a packed tier map, tile weights) and the client
+regenerates the exact same coordinates with :func:`coords_from_description` from that and what it
+knows itself (its own state vectors, :class:`ClientContext`). The policies compute their own
+coordinates through the same function, so the two ends cannot disagree. This module needs neither
+the agents nor the models package: a client regenerates coordinates with ``sgaps_env`` alone.
+
+| ``k`` | fields | coordinates |
+|---|---|---|
+| `"fixed"` | `p` pattern index in ``PATTERN_ORDER``, `s` seed (random patterns only) | ``make_pattern`` with a generator seeded by ``s`` |
+| `"patch"` | `s` | random ``PATCH_SIZE`` patches (:func:`patch_coords`) |
+| `"ram"` | `s`, `c` config (:meth:`RamGuidedConfig.to_description`) | :func:`ram_guided_pixels` from the client's own state vectors |
+| `"tiers"` | `s`, `g` grid side, `t` packed 2-bit tiers, `c` share and tier budgets in per mille | :func:`hierarchical_pixels` |
+| `"tiles"` | `w` one byte per tile of a square grid | ``allocation_to_coords`` of the weights (deterministic) |
+| `"same"` | none | keep the previous frame's coordinates (the caller's job: not decoded here) |
+
+A description comes from the network, so :func:`coords_from_description` checks every field's
+type and range, and every size it reads against ``count`` and the frame, before it allocates
+anything; anything malformed raises ``ValueError`` (and only that).
+"""
+from __future__ import annotations
+
+import reprlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, RANDOM_PATTERNS, make_pattern, pixel_to_uv,
+                              uv_to_pixel)
+from sgaps_env.sprites import box_mask, hud_digit_mask, predict_boxes
+from sgaps_env.state import STATE_FIELDS
+from sgaps_env.tiles import allocate_tile_counts, allocation_to_coords, tile_edges
+
+#: ``PATTERNS`` names in a fixed order, so that a description sends a small index, not the name.
+PATTERN_ORDER = tuple(sorted(PATTERNS))
+#: Side of the square patches of the ``patch`` description (the patch grid is 15 x 16 on the NES frame).
+PATCH_SIZE = 16
+#: Seeds are integers in ``[0, SEED_LIMIT)``: what ``Generator.integers(SEED_LIMIT)`` draws.
+SEED_LIMIT = 2 ** 32
+#: Largest tile grid side: every tile needs at least one pixel.
+MAX_TILES = min(FRAME_HEIGHT, FRAME_WIDTH)
+#: Bounds of the RAM-guided configuration's pixel margin and look-ahead (frames) that a description may ask for.
+MAX_MARGIN = 64
+MAX_LOOKAHEAD = 60
+#: Tiers of the hierarchical budget, most important first.
+TIERS = ("critical", "important", "moderate", "optional")
+KINDS = ("fixed", "patch", "ram", "tiers", "tiles")
+_FIELDS = {"fixed": ({"k", "p"}, {"s"}), "patch": ({"k", "s"}, set()), "ram": ({"k", "s", "c"}, set()),
+           "tiers": ({"k", "s", "g", "t", "c"}, set()), "tiles": ({"k", "w"}, set())}
+
+
+# --- what the client knows ----------------------------------------------------------------------------
+
+
+@dataclass
+class ClientContext:
+    """What the client itself knows when it regenerates coordinates: the state vectors it sent for the
+    frame just sampled and the one before (``None`` at the start of a session)."""
+
+    state: np.ndarray | None = None
+    state_mask: np.ndarray | None = None
+    previous_state: np.ndarray | None = None
+    previous_mask: np.ndarray | None = None
+
+    def advance(self, state: np.ndarray, state_mask: np.ndarray) -> None:
+        """A new frame was sampled with this state."""
+        state, state_mask = np.asarray(state, np.float32), np.asarray(state_mask, np.float32)
+        if state.ndim != 1 or state.shape != state_mask.shape or state.size < len(STATE_FIELDS):
+            raise ValueError(f"state and state_mask must be 1-D vectors of the same length >= {len(STATE_FIELDS)} "
+                             f"(the env's observation), got shapes {state.shape} and {state_mask.shape}")
+        self.previous_state, self.previous_mask = self.state, self.state_mask
+        self.state, self.state_mask = state.copy(), state_mask.copy()
+
+
+# --- reading a description's fields, checked -------------------------------------------------------------
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]`` (bools and floats are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"description field {name!r} must be an integer in [{low}, {high}], got "
+                         f"{type(value).__name__} {_short(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"description field {name!r} must be in [{low}, {high}], got {_short(value)}")
+    return int(value)
+
+
+def _integers(value: Any, name: str, length: int) -> list[int]:
+    """A list (or tuple) of exactly ``length`` integers, checked before anything else is read."""
+    if not isinstance(value, (list, tuple)) or len(value) != length:
+        size = f"{len(value)} entries" if isinstance(value, (list, tuple)) else type(value).__name__
+        raise ValueError(f"description field {name!r} must be a list of {length} integers, got {size}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+            raise ValueError(f"description field {name!r} must hold integers only, got {type(item).__name__} "
+                             f"{_short(item)}")
+    return [int(item) for item in value]
+
+
+def _bytes(value: Any, name: str, length: int | None = None, max_length: int | None = None) -> bytes:
+    if not isinstance(value, (bytes, bytearray)):
+        raise ValueError(f"description field {name!r} must be bytes, got {type(value).__name__}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"description field {name!r} must be {length} bytes, got {len(value)}")
+    if max_length is not None and len(value) > max_length:
+        raise ValueError(f"description field {name!r} holds {len(value)} bytes, more than the {max_length} a "
+                         f"{MAX_TILES}x{MAX_TILES} tile grid needs")
+    return bytes(value)
+
+
+def _seed_rng(description: dict[str, Any]) -> np.random.Generator:
+    return np.random.default_rng(_integer(description["s"], "s", 0, SEED_LIMIT - 1))
+
+
+_REPR = reprlib.Repr(maxlevel=2, maxlist=6, maxtuple=6, maxdict=4, maxset=4, maxstring=40, maxother=40, maxlong=40)
+
+
+def _short(value: Any) -> str:
+    """A repr for error messages that costs little however large ``value`` is."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"  # str() of a huge int is slow (and refused past 4300 digits)
+    if isinstance(value, (bytes, bytearray)) and len(value) > 16:
+        return f"<{len(value)} bytes>"
+    return _REPR.repr(value)
+
+
+def check_count(count: Any) -> int:
+    """``count`` as an int in ``[1, H * W]``, or a ValueError."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= FRAME_HEIGHT * FRAME_WIDTH:
+        raise ValueError(f"count must be an integer in [1, {FRAME_HEIGHT * FRAME_WIDTH}] pixels, got {_short(count)}")
+    return int(count)
+
+
+# --- fills shared by the described samplers --------------------------------------------------------------
+
+
+def _pixels_to_coords(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return pixel_to_uv(np.asarray(rows, np.int64), np.asarray(cols, np.int64), FRAME_HEIGHT, FRAME_WIDTH)
+
+
+def _spread_fill(count: int, taken: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` more distinct pixels, well spread (a stratified draw) and not in ``taken (H, W)``, which
+    is updated. Points of the draw that land on taken pixels are replaced by random free ones."""
+    if count <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows, cols = uv_to_pixel(make_pattern("stratified", count, rng), FRAME_HEIGHT, FRAME_WIDTH)
+    flat = rows.astype(np.int64) * FRAME_WIDTH + cols
+    flat = flat[~taken.reshape(-1)[flat]]
+    flat = np.unique(flat)
+    missing = count - len(flat)
+    if missing > 0:
+        free = np.flatnonzero(~taken.reshape(-1))
+        free = np.setdiff1d(free, flat, assume_unique=True)
+        flat = np.concatenate([flat, rng.choice(free, size=missing, replace=False)])
+    taken.reshape(-1)[flat] = True
+    return flat // FRAME_WIDTH, flat % FRAME_WIDTH
+
+
+def _inside(mask: np.ndarray, count: int, taken: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``count`` distinct random pixels of ``mask (H, W)`` not yet ``taken`` (updated)."""
+    flat = np.flatnonzero(mask.reshape(-1) & ~taken.reshape(-1))
+    chosen = rng.choice(flat, size=min(count, len(flat)), replace=False) if len(flat) else flat
+    taken.reshape(-1)[chosen] = True
+    return chosen // FRAME_WIDTH, chosen % FRAME_WIDTH
+
+
+def _seeded_allocation(weights: np.ndarray, count: int, tiles: int, taken: np.ndarray,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` pixels split over a ``tiles x tiles`` grid in proportion to ``weights`` (largest
+    remainder, capped at each tile's pixels), placed at random distinct pixels inside each tile."""
+    counts = allocate_tile_counts(weights, count, tiles)
+    row_edges, col_edges = tile_edges(tiles)
+    all_rows, all_cols = [], []
+    for tile in np.flatnonzero(counts):
+        r, c = divmod(int(tile), tiles)
+        height, width = int(row_edges[r + 1] - row_edges[r]), int(col_edges[c + 1] - col_edges[c])
+        flat = rng.choice(height * width, size=int(counts[tile]), replace=False)
+        all_rows.append(flat // width + row_edges[r])
+        all_cols.append(flat % width + col_edges[c])
+    rows, cols = np.concatenate(all_rows), np.concatenate(all_cols)
+    taken[rows, cols] = True
+    return rows, cols
+
+
+def patch_coords(count: int, rng: np.random.Generator) -> np.ndarray:
+    """Whole ``PATCH_SIZE`` patches of the patch grid at random, in raster order inside each patch; the
+    last patch is cut short so that exactly ``count`` pixels are taken."""
+    grid_rows, grid_cols = FRAME_HEIGHT // PATCH_SIZE, FRAME_WIDTH // PATCH_SIZE
+    patches = -(-count // (PATCH_SIZE * PATCH_SIZE))
+    chosen = rng.choice(grid_rows * grid_cols, size=patches, replace=False)
+    inner_rows, inner_cols = np.divmod(np.arange(PATCH_SIZE * PATCH_SIZE), PATCH_SIZE)
+    rows = (chosen[:, None] // grid_cols * PATCH_SIZE + inner_rows[None]).reshape(-1)[:count]
+    cols = (chosen[:, None] % grid_cols * PATCH_SIZE + inner_cols[None]).reshape(-1)[:count]
+    return _pixels_to_coords(rows, cols)
+
+
+# --- the RAM-guided choice ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RamGuidedConfig:
+    """How the RAM-guided policy splits its budget."""
+
+    sprite_share: float = 0.95
+    """share of the budget inside the predicted sprite boxes"""
+    sprite_density: float = 1.0
+    """at most this fraction of the box pixels is sampled; the rest of the share goes to the spread"""
+    hud_share: float = 0.02
+    """share of the budget on the status-bar digits (score, coins, timer)"""
+    margin: int = 2
+    """pixels added around each predicted box"""
+    lookahead: int = 1
+    """frames ahead the boxes are predicted (1 + link latency in frames)"""
+
+    def __post_init__(self):
+        if not (0 <= self.sprite_share <= 1 and 0 <= self.hud_share <= 1 and self.sprite_share + self.hud_share <= 1):
+            raise ValueError(f"sprite_share={self.sprite_share} and hud_share={self.hud_share} must be in [0, 1] with a "
+                             "sum <= 1 (the rest is spread over the frame)")
+        if not 0 < self.sprite_density <= 1:
+            raise ValueError(f"sprite_density must be in (0, 1], got {self.sprite_density}")
+        if not 0 <= self.margin <= MAX_MARGIN or not 0 <= self.lookahead <= MAX_LOOKAHEAD:
+            raise ValueError(f"margin must be in [0, {MAX_MARGIN}] pixels and lookahead in [0, {MAX_LOOKAHEAD}] frames, "
+                             f"got {self.margin} and {self.lookahead}")
+
+    def to_description(self) -> list[int]:
+        """Per-mille shares and pixel counts: small integers msgpack packs in a byte or two."""
+        return [round(self.sprite_share * 1000), round(self.sprite_density * 1000), round(self.hud_share * 1000),
+                int(self.margin), int(self.lookahead)]
+
+    @classmethod
+    def from_description(cls, values: Any) -> "RamGuidedConfig":
+        """The config a ``ram`` description's ``c`` field describes (checked: ValueError if malformed)."""
+        sprite, density, hud, margin, lookahead = _integers(values, "c", 5)
+        for name, value in (("sprite share", sprite), ("sprite density", density), ("hud share", hud)):
+            if not 0 <= value <= 1000:
+                raise ValueError(f"description field 'c': the {name} is in per mille, [0, 1000], got {value}")
+        if not 0 <= margin <= MAX_MARGIN or not 0 <= lookahead <= MAX_LOOKAHEAD:
+            raise ValueError(f"description field 'c': margin must be in [0, {MAX_MARGIN}] and lookahead in "
+                             f"[0, {MAX_LOOKAHEAD}], got {margin} and {lookahead}")
+        return cls(sprite / 1000, density / 1000, hud / 1000, margin, lookahead)
+
+
+def ram_guided_pixels(count: int, config: RamGuidedConfig, context: ClientContext,
+                      rng: np.random.Generator) -> np.ndarray:
+    """The RAM-guided choice: random pixels in the sprite boxes predicted ``lookahead`` frames ahead
+    (up to ``sprite_density`` of their pixels), a few on the status-bar digits, the rest stratified."""
+    taken = np.zeros((FRAME_HEIGHT, FRAME_WIDTH), bool)
+    parts = []
+    if context.state is not None:
+        boxes = predict_boxes(context.state, context.state_mask, context.previous_state, context.previous_mask,
+                              steps=config.lookahead, margin=config.margin)
+        sprites = box_mask(boxes)
+        budget = min(round(config.sprite_share * count), int(config.sprite_density * sprites.sum()))
+        parts.append(_inside(sprites, budget, taken, rng))
+    parts.append(_inside(hud_digit_mask(), round(config.hud_share * count), taken, rng))
+    placed = sum(len(rows) for rows, _ in parts)
+    parts.append(_spread_fill(count - placed, taken, rng))
+    return _pixels_to_coords(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+# --- the hierarchical (tiered) choice --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HierarchyConfig:
+    """The seed's hierarchical budget: tiles ranked by importance fall into four tiers by area, and the
+    importance share of the budget is split between the tiers."""
+
+    tier_area: tuple[float, float, float, float] = (0.1, 0.2, 0.3, 0.4)
+    """fraction of the tiles in each tier (critical, important, moderate, optional)"""
+    tier_budget: tuple[float, float, float, float] = (0.4, 0.3, 0.2, 0.1)
+    """fraction of the importance budget each tier gets (spread evenly over its tiles)"""
+    importance_share: float = 0.6
+    """the hybrid: this share by importance, the rest stratified over the whole frame"""
+    tiles: int = 16
+    """side of the tile grid the tiers are decided on (16 -> 15 x 16-pixel tiles)"""
+
+    def __post_init__(self):
+        for name in ("tier_area", "tier_budget"):
+            values = getattr(self, name)
+            if len(values) != 4 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
+                raise ValueError(f"{name} must be four fractions >= 0 summing to 1 ({', '.join(TIERS)}), got {values}")
+        if not 0 <= self.importance_share <= 1:
+            raise ValueError(f"importance_share must be in [0, 1], got {self.importance_share}")
+        if isinstance(self.tiles, bool) or not isinstance(self.tiles, (int, np.integer)) or not 1 <= self.tiles <= MAX_TILES:
+            raise ValueError(f"tiles must be an integer in [1, {MAX_TILES}], got {self.tiles!r}")
+
+
+def packed_tier_bytes(tiles: int) -> int:
+    """Bytes of a packed ``tiles x tiles`` tier map (four 2-bit tiers a byte)."""
+    return -(-tiles * tiles // 4)
+
+
+def pack_tiers(tiers: np.ndarray) -> bytes:
+    """``(K, K)`` tiers 0..3 -> ``packed_tier_bytes(K)`` bytes, four tiers a byte, low bits first."""
+    flat = np.asarray(tiers).reshape(-1).astype(np.uint8)
+    if flat.size and flat.max() > 3:
+        raise ValueError(f"tiers are 0..{len(TIERS) - 1} ({', '.join(TIERS)}), got {int(flat.max())}")
+    flat = np.concatenate([flat, np.zeros(-len(flat) % 4, np.uint8)]).reshape(-1, 4)
+    return (flat[:, 0] | flat[:, 1] << 2 | flat[:, 2] << 4 | flat[:, 3] << 6).astype(np.uint8).tobytes()
+
+
+def unpack_tiers(packed: bytes, tiles: int) -> np.ndarray:
+    """The ``(tiles, tiles)`` uint8 tiers of :func:`pack_tiers`; ``packed`` must be exactly the right length."""
+    if len(packed) != packed_tier_bytes(tiles):
+        raise ValueError(f"a tier map for a {tiles}x{tiles} grid is {packed_tier_bytes(tiles)} bytes (four 2-bit tiers "
+                         f"a byte), got {len(packed)}")
+    data = np.frombuffer(packed, np.uint8)
+    flat = np.stack([data & 3, data >> 2 & 3, data >> 4 & 3, data >> 6 & 3], axis=1).reshape(-1)
+    return flat[:tiles * tiles].reshape(tiles, tiles)
+
+
+def hierarchical_pixels(count: int, tiers: np.ndarray, config: HierarchyConfig,
+                        rng: np.random.Generator) -> np.ndarray:
+    """The importance share spread over the tiers (each tier's budget evenly over its tiles, at random
+    pixels inside them), the rest stratified over the frame."""
+    taken = np.zeros((FRAME_HEIGHT, FRAME_WIDTH), bool)
+    flat = tiers.reshape(-1)
+    sizes = np.bincount(flat, minlength=4).astype(np.float64)
+    per_tile = np.divide(np.asarray(config.tier_budget), sizes, out=np.zeros(4), where=sizes > 0)
+    important = round(config.importance_share * count)
+    parts = []
+    if important > 0:
+        parts.append(_seeded_allocation(per_tile[flat], important, config.tiles, taken, rng))
+    parts.append(_spread_fill(count - important, taken, rng))
+    return _pixels_to_coords(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def quantise_weights(weights) -> bytes:
+    """Tile weights (only ratios matter) -> one byte each, the largest as 255 (all zero -> all zero)."""
+    array = np.clip(np.nan_to_num(np.asarray(weights, np.float64).reshape(-1)), 0.0, None)
+    top = array.max() if array.size else 0.0
+    return (np.round(array / top * 255) if top > 0 else np.zeros_like(array)).astype(np.uint8).tobytes()
+
+
+# --- coordinates from a description (the one function both sides run) ------------------------------------
+
+
+def _check_fields(description: Any) -> str:
+    """The description's kind, after checking that it is a dict with exactly that kind's fields."""
+    if not isinstance(description, dict):
+        raise ValueError(f"a coordinate description is a dict with a kind 'k', got {type(description).__name__}")
+    if "k" not in description:
+        raise ValueError(f"a coordinate description needs a kind 'k' (one of {', '.join(KINDS)}), got keys "
+                         f"{_short(sorted(map(str, description))[:8])}")
+    kind = description["k"]
+    if kind == "same":
+        raise ValueError("the description 'same' means: keep the previous coordinates; the caller keeps them, "
+                         "there is nothing to regenerate")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        raise ValueError(f"unknown coordinate description kind {_short(kind)}: expected one of {', '.join(KINDS)} "
+                         "(or 'same': keep the previous coordinates)")
+    required, optional = _FIELDS[kind]
+    missing = required - description.keys()
+    unknown = description.keys() - required - optional
+    if missing or unknown:
+        raise ValueError(f"a {kind!r} description has the fields {sorted(required)}"
+                         + (f" and optionally {sorted(optional)}" if optional else "")
+                         + (f"; missing {sorted(missing)}" if missing else "")
+                         + (f"; unknown {_short(sorted(map(str, unknown))[:8])}" if unknown else ""))
+    return kind
+
+
+def coords_from_description(description: dict[str, Any], count: int, context: ClientContext | None = None) -> np.ndarray:
+    """Regenerate the ``(count, 2)`` float32 coordinates a policy described (what the client runs).
+
+    See the module docstring for the kinds and their fields. Raises ``ValueError`` (nothing else)
+    for a malformed description: not a dict, an unknown kind, a missing or unknown field, a field of
+    the wrong type, a seed outside ``[0, SEED_LIMIT)``, a grid larger than the frame, packed bytes of
+    the wrong length, or a ``count`` outside ``[1, H * W]``. Every size is checked before anything
+    is allocated.
+    """
+    count = check_count(count)
+    if context is not None and not isinstance(context, ClientContext):
+        raise ValueError(f"context must be a ClientContext or None, got {type(context).__name__}")
+    kind = _check_fields(description)
+    if kind == "fixed":
+        pattern = PATTERN_ORDER[_integer(description["p"], "p", 0, len(PATTERN_ORDER) - 1)]
+        if pattern in RANDOM_PATTERNS:
+            if "s" not in description:
+                raise ValueError(f"the {pattern!r} pattern is a random draw: its description needs a seed 's'")
+            return make_pattern(pattern, count, _seed_rng(description))
+        if "s" in description:
+            _integer(description["s"], "s", 0, SEED_LIMIT - 1)
+        return make_pattern(pattern, count)
+    if kind == "patch":
+        return patch_coords(count, _seed_rng(description))
+    if kind == "ram":
+        config = RamGuidedConfig.from_description(description["c"])
+        return ram_guided_pixels(count, config, context or ClientContext(), _seed_rng(description))
+    if kind == "tiers":
+        tiles = _integer(description["g"], "g", 1, MAX_TILES)
+        share, *budget = _integers(description["c"], "c", 1 + len(TIERS))
+        if not 0 <= share <= 1000 or min(budget) < 0 or sum(budget) != 1000:
+            raise ValueError(f"description field 'c' is the importance share in per mille ([0, 1000]) and the "
+                             f"{len(TIERS)} tier budgets in per mille (>= 0, summing to 1000), got {[share, *budget]}")
+        tiers = unpack_tiers(_bytes(description["t"], "t", length=packed_tier_bytes(tiles)), tiles)
+        config = HierarchyConfig(tier_budget=tuple(b / 1000 for b in budget), importance_share=share / 1000,
+                                 tiles=tiles)
+        return hierarchical_pixels(count, tiers, config, _seed_rng(description))
+    weights = _bytes(description["w"], "w", max_length=MAX_TILES * MAX_TILES)
+    tiles = int(round(np.sqrt(len(weights))))
+    if len(weights) == 0 or tiles * tiles != len(weights):
+        raise ValueError(f"description field 'w' holds one byte per tile of a square K x K grid (1 <= K <= "
+                         f"{MAX_TILES}), got {len(weights)} bytes")
+    return allocation_to_coords(np.frombuffer(weights, np.uint8).astype(np.float64), count, tiles)
