@@ -31,7 +31,6 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import h5py
@@ -40,7 +39,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, extract_pixels, frame_values, make_pattern, validate_coords
-from sgaps_env.session_file import (DEFAULT_SPLIT_FRACTIONS, SESSION_GROUP, SPLITS, attrs_of, check_fractions,
+from sgaps_env.session_file import (DEFAULT_SPLIT_FRACTIONS, SESSION_GROUP, SPLITS, RecordedSession, attrs_of, check_fractions,
                                    frames_rgb, list_sessions, session_file_paths, session_pixels)
 
 #: ``(rng, frame_rgb_uint8 (H, W, 3), row_info) -> (M, 2) float coords in [0, 1]``
@@ -105,7 +104,7 @@ class SessionInfo:
     file: int  # index into SessionDataset.paths
     checkpoint_key: str
     session_id: str
-    shard: str  # absolute path of the shard file
+    recorded: RecordedSession  # the session in its file (opens its shard)
     rows: int
     color: str
     height: int
@@ -194,7 +193,7 @@ class SessionDataset(Dataset):
                     tuple(attrs.get("resolution", (FRAME_HEIGHT, FRAME_WIDTH)))
                 self.sessions.append(SessionInfo(
                     file=file_number, checkpoint_key=session.checkpoint_key,
-                    session_id=session.session_id, shard=str(Path(group.file.filename).resolve()),
+                    session_id=session.session_id, recorded=session,
                     rows=len(group["buttons"]), color=config.get("color", "gray"), height=int(height),
                     width=int(width), has_frames=has_frames, state_dim=int(group["state"].shape[1]), split=which))
         where = ", ".join(str(path) for path in self.paths)
@@ -288,8 +287,7 @@ class SessionDataset(Dataset):
         if handle is None:
             while len(self._open) >= self.max_open_files:
                 self._open.popitem(last=False)[1].close()
-            # 8 MiB chunk cache: a chunk of frames is 16 rows of 240 x 256 bytes, so consecutive rows reuse it
-            handle = h5py.File(self.sessions[session].shard, "r", rdcc_nbytes=8 << 20)
+            handle = self.sessions[session].recorded.open_shard()
             self._open[session] = handle
         else:
             self._open.move_to_end(session)

@@ -595,6 +595,14 @@ class RecordedSession:
         with h5py.File(self.path, "r") as index:
             yield index[self.checkpoint_key][self.session_id]
 
+    def open_shard(self, cache_bytes: int = 8 << 20) -> h5py.File:
+        """The shard file holding this session, opened read-only for many reads (close it when done);
+        the session is its ``[SESSION_GROUP]``. ``cache_bytes`` is HDF5's chunk cache: 8 MiB holds a few
+        chunks of frames, so consecutive rows are decompressed once."""
+        with self.group() as group:
+            shard = group.file.filename  # HDF5 resolved the index's external link to this file
+        return h5py.File(shard, "r", rdcc_nbytes=int(cache_bytes))
+
     def attrs(self) -> dict[str, Any]:
         with self.group() as group:
             return attrs_of(group)
