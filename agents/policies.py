@@ -82,13 +82,17 @@ class _DescribedPolicy:
     def __init__(self, count: int):
         self.count = check_count(count)
         self.description: dict[str, Any] | None = None
+        self._rng = np.random.default_rng()
         self.reset(None)
 
     def _seed(self) -> int:
         return int(self._rng.integers(SEED_LIMIT))
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        self._rng = np.random.default_rng(seed)
+        """Start an episode: ``seed`` restarts the generator; None continues it (so a multi-episode
+        rollout is fixed by its first seed, as with ``PatternSampler``)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
         self.context = ClientContext()
         return self._emit(self._first_description())
 

@@ -221,6 +221,18 @@ def test_policies_are_reproducible_by_seed():
     np.testing.assert_array_equal(grid.reset(1), grid.next_coords({"state": state, "state_mask": state}, {}))
 
 
+def test_an_unseeded_reset_continues_the_seeded_draws():
+    """A rollout resets later episodes with seed None: the whole run stays fixed by the first seed."""
+    for name in ("random", "stratified", "patch", "ram"):
+        runs = []
+        for _ in range(2):
+            policy = make_policy(name, COUNT)
+            runs.append([policy.reset(7), policy.reset(None), policy.reset(None)])
+        for first, second in zip(*runs):
+            np.testing.assert_array_equal(first, second)
+        assert not np.array_equal(runs[0][0], runs[0][1]), f"{name}: a new episode draws new coordinates"
+
+
 def test_patch_policy_takes_whole_16_pixel_patches():
     coords = make_policy("patch", 600).reset(0)
     rows, cols = uv_to_pixel(coords)
