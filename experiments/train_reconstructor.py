@@ -6,7 +6,7 @@
 
 What happens, top to bottom:
 1. The level priors (per-pixel mode of every level area's background, sprites left out) are built
-   from the TRAIN split of the sessions (models.dataset.split_of: about 80/10/10 by session id).
+   from the TRAIN split of the sessions (sgaps_env.session_file.split_of: about 80/10/10 by session id).
 2. Sessions are replayed in order through the temporal memory (models.stream): each frame's pixels
    are re-sampled from the true frame with a random pattern and a budget that follows the
    curriculum (the seed's 1000 -> 500 -> 250 pixels, one phase per third of the epochs, +-20%),
