@@ -287,7 +287,13 @@ def stage_plan(args: Args, stage: str | None, player_options: dict) -> StagePlan
 
 
 def _lock(session_file: SessionFile):
-    lock = open(session_file.path.with_name(session_file.path.name + ".lock"), "w")
+    path = session_file.path.with_name(session_file.path.name + ".lock")
+    try:
+        lock = open(path, "w")
+    except OSError as error:
+        raise SessionFileError(f"cannot write {path} beside {session_file.path} ({error.strerror}; nothing was "
+                               "changed): the recorder needs a writable folder, so choose another --output or make "
+                               "this one writable") from error
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

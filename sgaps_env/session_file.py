@@ -49,6 +49,7 @@ import os
 import re
 import tempfile
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -301,14 +302,39 @@ def write_shard(path: Path, data: SessionData) -> None:
         raise
 
 
-def _shard_is_complete(path: Path) -> bool:
+def shards_dir_for(index_path: str | os.PathLike) -> Path:
+    """The shards folder that belongs to the index at ``index_path`` (``sessions.h5`` -> ``sessions.h5.shards``)."""
+    index_path = Path(index_path)
+    return index_path.with_name(index_path.name + SHARDS_SUFFIX)
+
+
+def shard_problem(path: Path) -> str | None:
+    """None when ``path`` is a complete shard of this format, else what is wrong with it, in words."""
+    if not path.exists():
+        return "the shard file is missing"
     try:
         with h5py.File(path, "r") as shard:
             group = shard.get(SESSION_GROUP)
-            return group is not None and bool(group.attrs.get("complete", False)) \
-                and group.attrs.get("format") == FORMAT_NAME
-    except OSError:
-        return False
+            if group is None:
+                return f"the shard has no '{SESSION_GROUP}' group"
+            if group.attrs.get("format") != FORMAT_NAME:
+                return f"the shard is of format {group.attrs.get('format')!r}, not {FORMAT_NAME!r}"
+            if not bool(group.attrs.get("complete", False)):
+                return "the shard was never completed"
+            for name in _PER_STEP:
+                if name not in group:
+                    return f"the shard lacks its '{name}' dataset"
+    except (OSError, KeyError, RuntimeError) as error:
+        return f"the shard cannot be read ({error})"
+    return None
+
+
+def _shard_is_complete(path: Path) -> bool:
+    return shard_problem(path) is None
+
+
+class DamagedSessionWarning(UserWarning):
+    """A session whose shard is missing or damaged was skipped (``python experiments/check_sessions.py`` repairs)."""
 
 
 def attrs_of(group: h5py.Group) -> dict[str, Any]:
@@ -368,9 +394,12 @@ class SessionFile:
 
     def __init__(self, path: str | os.PathLike, create: bool = False):
         self.path = Path(path)
-        self.shards_dir = self.path.with_name(self.path.name + SHARDS_SUFFIX)
+        self.shards_dir = shards_dir_for(self.path)
+        #: indexed sessions whose stored link does not point into this index's shards folder (the index and
+        #: its folder were moved or renamed together); reading does not need the links, ``repair()`` rewrites them
+        self.stale_links = 0
         if self.path.exists():
-            self._entries = self._read_index(self.path)
+            self._entries, self.stale_links = self._read_index(self.path)
         elif create:
             self._check_writable()
             self._entries = {}
@@ -382,7 +411,7 @@ class SessionFile:
     # reading --------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _read_index(path: Path) -> dict[tuple[str, str], SessionEntry]:
+    def _read_index(path: Path) -> tuple[dict[tuple[str, str], SessionEntry], int]:
         if path.is_dir():
             raise SessionFileError(f"{path} is a folder, not a session file: give a file path such as "
                                    f"{path / 'sessions.h5'}")
@@ -401,13 +430,18 @@ class SessionFile:
                     raise SessionFileError(f"{path} is an SGAPS session file of format version {version}, but this "
                                            f"code reads version {FORMAT_VERSION} (nothing was changed): use the "
                                            "SGAPS version that wrote it, or record into a new file")
-                entries = {}
+                entries, stale = {}, 0
+                shards = shards_dir_for(path).name
                 for key in index:
                     for session_id in index[key]:
                         link = index[key].get(session_id, getlink=True)
                         if isinstance(link, h5py.ExternalLink):
-                            entries[(key, session_id)] = SessionEntry(key, session_id, link.filename)
-                return entries
+                            # the shard is where this index's own shards folder keeps it, whatever the link says
+                            # (an index renamed with its folder keeps links to the old name)
+                            shard = f"{shards}/{key}/{session_id}.h5"
+                            stale += link.filename != shard
+                            entries[(key, session_id)] = SessionEntry(key, session_id, shard)
+                return entries, stale
         except SessionFileError:
             raise
         except (OSError, KeyError, RuntimeError) as error:
@@ -425,8 +459,34 @@ class SessionFile:
         return len(self._entries)
 
     def open(self) -> h5py.File:
-        """The index as a read-only ``h5py.File``; sessions are at ``file[key][session_id]``."""
+        """The index as a read-only ``h5py.File``; sessions are at ``file[key][session_id]`` (through the
+        index's links: after moving the index with its shards folder, run ``repair()`` once to rewrite them)."""
         return h5py.File(self.path, "r")
+
+    def damaged(self) -> list[tuple[SessionEntry, str]]:
+        """``(entry, what is wrong)`` of every indexed session whose shard is missing or damaged."""
+        found = []
+        for entry in self.entries():
+            problem = shard_problem(self.shard_path(entry.checkpoint_key, entry.session_id))
+            if problem is not None:
+                found.append((entry, problem))
+        return found
+
+    def repair(self) -> dict[str, Any]:
+        """Drop the sessions whose shards are missing or damaged from the index (their shards are left where
+        they are, for inspection) and rewrite every link to this index's shards folder.
+
+        Returns ``{"dropped": [(entry, problem), ...], "relinked": n}``; rerunning the recorder's command
+        records the dropped sessions again.
+        """
+        dropped = self.damaged()
+        relinked = self.stale_links
+        if dropped or relinked:
+            for entry, _ in dropped:
+                del self._entries[(entry.checkpoint_key, entry.session_id)]
+            self._write_index()
+            self.stale_links = 0
+        return {"dropped": dropped, "relinked": relinked}
 
     # writing --------------------------------------------------------------------------------------------
 
@@ -446,7 +506,11 @@ class SessionFile:
 
     def _write_index(self) -> None:
         """Rewrite the index atomically from ``self._entries``."""
-        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as error:
+            raise SessionFileError(f"cannot write the index {self.path} ({error.strerror}; nothing was changed): "
+                                   "choose a writable output path, or make its folder writable") from error
         os.close(handle)
         try:
             with h5py.File(temporary, "w") as index:
@@ -489,7 +553,11 @@ class SessionFile:
         if not self.shards_dir.exists():
             return found
         for stale in self.shards_dir.glob("*/.*.tmp"):
-            stale.unlink(missing_ok=True)
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError as error:
+                raise SessionFileError(f"cannot remove the unfinished shard {stale} ({error.strerror}): make "
+                                       f"{self.shards_dir} writable, or record into another path") from error
         for shard in sorted(self.shards_dir.glob("*/*.h5")):
             key, session_id = shard.parent.name, shard.stem
             if (key, session_id) not in self._entries and _ID_PATTERN.match(key) and _shard_is_complete(shard):
@@ -589,19 +657,32 @@ class RecordedSession:
         """A seed fixed by this session's name and ``extra`` (see :func:`session_seed`)."""
         return session_seed(self.checkpoint_key, self.session_id, *extra)
 
+    @property
+    def shard_path(self) -> Path:
+        """The shard file holding this session, in the shards folder beside the index."""
+        return shards_dir_for(self.path) / self.checkpoint_key / f"{self.session_id}.h5"
+
+    def problem(self) -> str | None:
+        """None when the session's shard is complete, else what is wrong with it."""
+        return shard_problem(self.shard_path)
+
     @contextlib.contextmanager
     def group(self) -> Iterator[h5py.Group]:
         """The session's HDF5 group (read-only), open for the ``with`` block."""
-        with h5py.File(self.path, "r") as index:
-            yield index[self.checkpoint_key][self.session_id]
+        try:
+            shard = h5py.File(self.shard_path, "r")
+        except OSError as error:
+            raise SessionFileError(f"session {self.name} of {self.path} cannot be read: {self.problem() or error}. "
+                                   f"Run `python experiments/check_sessions.py {self.path} --repair`, then rerun "
+                                   "the recording command to record it again") from error
+        with shard:
+            yield shard[SESSION_GROUP]
 
     def open_shard(self, cache_bytes: int = 8 << 20) -> h5py.File:
         """The shard file holding this session, opened read-only for many reads (close it when done);
         the session is its ``[SESSION_GROUP]``. ``cache_bytes`` is HDF5's chunk cache: 8 MiB holds a few
         chunks of frames, so consecutive rows are decompressed once."""
-        with self.group() as group:
-            shard = group.file.filename  # HDF5 resolved the index's external link to this file
-        return h5py.File(shard, "r", rdcc_nbytes=int(cache_bytes))
+        return h5py.File(self.shard_path, "r", rdcc_nbytes=int(cache_bytes))
 
     def attrs(self) -> dict[str, Any]:
         with self.group() as group:
@@ -659,6 +740,9 @@ def list_sessions(paths, split: str | None = None, split_fractions: Sequence[flo
     """Every indexed session of the session files at ``paths`` (one path or a list) that lies in ``split``
     (None: all), sorted by file, then checkpoint key and session id.
 
+    A session whose shard is missing or damaged is skipped with one :class:`DamagedSessionWarning` naming
+    the session and the shard; the others are read as usual.
+
     ``need_frames=True`` raises a ValueError naming the sessions recorded without true frames.
     """
     if split is not None and split not in SPLITS:
@@ -667,10 +751,19 @@ def list_sessions(paths, split: str | None = None, split_fractions: Sequence[flo
     sessions = []
     for path in session_file_paths(paths):
         session_file = SessionFile(path)
-        sessions += [RecordedSession(session_file.path, entry.checkpoint_key, entry.session_id)
-                     for entry in session_file.entries()
-                     if split is None or split_of(entry.checkpoint_key, entry.session_id, split_fractions,
-                                                  split_seed) == split]
+        for entry in session_file.entries():
+            if split is not None and split_of(entry.checkpoint_key, entry.session_id, split_fractions,
+                                              split_seed) != split:
+                continue
+            session = RecordedSession(session_file.path, entry.checkpoint_key, entry.session_id)
+            problem = session.problem()
+            if problem is not None:
+                warnings.warn(f"skipping session {session.name} of {session_file.path}: {problem} "
+                              f"({session.shard_path}). Rerun the recording command to record it again, or run "
+                              f"`python experiments/check_sessions.py {session_file.path} --repair` to drop it",
+                              DamagedSessionWarning, stacklevel=2)
+                continue
+            sessions.append(session)
     if need_frames:
         missing = [session.name for session in sessions if not session.has_frames]
         if missing:

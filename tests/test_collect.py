@@ -243,3 +243,99 @@ def test_stages_sharing_one_checkpoint_key_each_get_their_budget(tmp_path):
     assert {key for key, _ in session_ids(output)} == {"mixed"}
     steps = steps_by_key(output, "stage")
     assert set(steps) == {"1-1", "1-2"} and all(value >= 40 for value in steps.values())
+
+
+# --- damaged shards, moved files, unwritable paths -------------------------------------------------------
+
+
+def test_a_damaged_shard_costs_exactly_its_session_and_a_rerun_records_it_again(tmp_path):
+    output = tmp_path / "s.h5"
+    run_collect(output, "--episodes", "3", "--player", "run_right")
+    sessions = list_sessions(output)
+    before = {session.session_id: session.states()[0] for session in sessions}
+    victim = sessions[1]
+    victim.shard_path.write_bytes(victim.shard_path.read_bytes()[:100])  # truncated by a crash or a bad copy
+
+    with pytest.warns(UserWarning, match=f"skipping session {victim.name}.*{victim.shard_path.name}") as caught:
+        readable = list_sessions(output)
+    assert len(caught) == 1, "one warning per damaged session"
+    assert [session.session_id for session in readable] == [sessions[0].session_id, sessions[2].session_id]
+
+    with pytest.warns(UserWarning, match="skipping session"):
+        summary = run_collect(output, "--episodes", "3", "--player", "run_right")
+    assert summary["recorded_sessions"] == 1 and summary["skipped_sessions"] == 2
+    again = {session.session_id: session.states()[0] for session in list_sessions(output)}
+    assert again.keys() == before.keys()
+    for session_id, states in before.items():  # the same arguments replay the same episode, bit for bit
+        np.testing.assert_array_equal(again[session_id], states)
+
+
+def test_check_sessions_reports_then_repairs_missing_and_damaged_shards(tmp_path):
+    output = tmp_path / "s.h5"
+    run_collect(output, "--episodes", "3", "--player", "run_right")
+    sessions = list_sessions(output)
+    sessions[0].shard_path.unlink()
+    sessions[2].shard_path.write_bytes(b"not hdf5 at all")
+    script = str(ROOT / "experiments" / "check_sessions.py")
+
+    report = subprocess.run([sys.executable, script, str(output)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert report.returncode == 1, report.stderr
+    assert "3 indexed session(s), 2 missing or damaged" in report.stdout
+    assert f"damaged {sessions[0].name}: the shard file is missing" in report.stdout
+    assert f"damaged {sessions[2].name}: the shard cannot be read" in report.stdout
+    assert len(SessionFile(output)) == 3, "a report changes nothing"
+
+    repaired = subprocess.run([sys.executable, script, str(output), "--repair"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+    assert repaired.returncode == 0 and "dropped 2 session(s)" in repaired.stdout
+    assert [entry.session_id for entry in SessionFile(output).entries()] == [sessions[1].session_id]
+    assert sessions[2].shard_path.read_bytes() == b"not hdf5 at all", "a damaged shard is kept for inspection"
+    clean = subprocess.run([sys.executable, script, str(output)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert clean.returncode == 0 and "0 missing or damaged, 0 stale link(s)" in clean.stdout
+
+
+def test_an_index_moved_with_its_shards_folder_still_reads_and_repair_rewrites_its_links(tmp_path):
+    import h5py
+
+    output = tmp_path / "s.h5"
+    run_collect(output, "--episodes", "2", "--player", "run_right")
+    states = {session.session_id: session.states()[0] for session in list_sessions(output)}
+    moved = tmp_path / "elsewhere" / "renamed.h5"
+    moved.parent.mkdir()
+    output.rename(moved)
+    output.with_name("s.h5.shards").rename(moved.with_name("renamed.h5.shards"))
+
+    session_file = SessionFile(moved)
+    assert session_file.stale_links == 2 and not session_file.damaged()
+    for session in list_sessions(moved):
+        np.testing.assert_array_equal(session.states()[0], states[session.session_id])
+    assert session_file.repair() == {"dropped": [], "relinked": 2}
+    with h5py.File(moved, "r") as index:  # plain h5py follows the rewritten links again
+        for session_id, expected in states.items():
+            np.testing.assert_array_equal(index["smb1-1-1"][session_id]["state"][:], expected)
+    assert SessionFile(moved).stale_links == 0
+
+
+def test_an_unwritable_place_for_the_lock_or_the_index_is_an_error_that_changes_nothing(tmp_path, monkeypatch):
+    output = tmp_path / "s.h5"
+    run_collect(output, "--episodes", "1", "--player", "run_right")
+    index_bytes = output.read_bytes()
+    output.with_name("s.h5.lock").unlink(missing_ok=True)
+    output.with_name("s.h5.lock").mkdir()  # the lock file cannot be created there
+    result = subprocess.run([sys.executable, SCRIPT, "--output", str(output), "--no-progress", "--episodes", "1",
+                             "--player", "run_right", "--max-steps", "30"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "the recorder needs a writable folder" in result.stderr
+    assert "Traceback" not in result.stderr and output.read_bytes() == index_bytes
+
+    import sgaps_env.session_file as session_file_module
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(session_file_module.tempfile, "mkstemp", refuse)
+    with pytest.raises(session_file_module.SessionFileError, match="cannot write the index .*nothing was changed"):
+        SessionFile(output).index_written("smb1-1-1", "x")
+    assert output.read_bytes() == index_bytes

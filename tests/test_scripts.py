@@ -34,11 +34,21 @@ REJECTED_BY_VALIDATE = {
 
 def args_fields(script: str) -> dict[str, str]:
     """``{field name: annotation source}`` of the script's ``Args`` dataclass."""
+    return {name: annotation for name, (annotation, _) in args_fields_with_help(script).items()}
+
+
+def args_fields_with_help(script: str) -> dict[str, tuple[str, str]]:
+    """``{field name: (annotation source, the docstring under the field)}`` of the script's ``Args``."""
     tree = ast.parse((ROOT / script).read_text())
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == "Args":
-            return {item.target.id: ast.unparse(item.annotation) for item in node.body
-                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+            fields = {}
+            for item, following in zip(node.body, node.body[1:] + [None]):
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    docstring = following.value.value if (isinstance(following, ast.Expr) and isinstance(
+                        following.value, ast.Constant) and isinstance(following.value.value, str)) else ""
+                    fields[item.target.id] = (ast.unparse(item.annotation), docstring)
+            return fields
     raise AssertionError(f"{script} has no class Args")
 
 
@@ -74,7 +84,10 @@ def test_help_exits_0_and_lists_every_option(script, helps):
     assert result.returncode == 0, result.stderr
     fields = args_fields(script)
     assert fields, f"{script}'s Args has no fields"
-    for name, annotation in fields.items():
+    for name, (annotation, docstring) in args_fields_with_help(script).items():
+        if "Positional" in annotation:  # listed by its help text, not as an option
+            assert " ".join(docstring.split()[:3]) in " ".join(result.stdout.split()), f"{name} missing"
+            continue
         assert option(name) in result.stdout, f"{option(name)} missing from {script} --help"
         if annotation == "bool":
             assert f"--no-{name.replace('_', '-')}" in result.stdout
