@@ -81,7 +81,13 @@ class Args:
     sticky: float = 0.0
     """per-frame probability of repeating the previous frame's buttons (sticky actions)"""
     workers: int = 1
-    """parallel recording processes"""
+    """episodes recorded at once: local worker processes, or Ray tasks in flight with --backend ray"""
+    backend: Literal["local", "ray"] = "local"
+    """where episodes run: 'local' processes, or 'ray' tasks (a local Ray instance, or the cluster at --address);
+    each task writes its session's shard under OUTPUT.shards/, which a cluster must share, and the driver indexes it"""
+    address: str | None = None
+    """with --backend ray: the Ray cluster to join (e.g. 'auto' or 'ray://head:10001'); None starts Ray on this
+    machine with --workers CPUs"""
     seed: int = 0
     """base seed; each episode's seed is derived from it, the stage and the episode number"""
     output: Path = Path("data/sessions.h5")
@@ -237,6 +243,70 @@ def _worker_init(counter) -> None:
         pass
 
 
+# --- where episodes run -----------------------------------------------------------------------------
+
+
+class _ProcessBackend:
+    """Episodes in local worker processes (``concurrent.futures`` with the spawn context)."""
+
+    def __init__(self, workers: int, counter):
+        self.executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(counter,))
+
+    def submit(self, task: EpisodeTask, shards_root: str):
+        return self.executor.submit(record_episode, task, shards_root)
+
+    def wait(self, pending, timeout: float) -> list:
+        done, _ = concurrent.futures.wait(pending, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED)
+        return list(done)
+
+    def result(self, handle) -> dict:
+        return handle.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+
+    def abort(self, pending) -> None:
+        _kill_workers(self.executor)
+
+
+class _RayBackend:
+    """Episodes as Ray tasks, on a Ray instance started here or on the cluster at ``address``."""
+
+    def __init__(self, workers: int, address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--backend ray needs Ray: install it with `pip install -e '.[ray]'`") from None
+        from agents import collect as this_module  # by reference, so workers import it rather than unpickle __main__
+
+        self.ray = ray
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR")
+        self.record = ray.remote(num_cpus=1)(this_module.record_episode)
+
+    def submit(self, task: EpisodeTask, shards_root: str):
+        return self.record.remote(task, shards_root)
+
+    def wait(self, pending, timeout: float) -> list:
+        done, _ = self.ray.wait(list(pending), num_returns=1, timeout=timeout)
+        return done
+
+    def result(self, handle) -> dict:
+        return self.ray.get(handle)
+
+    def close(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+
+    def abort(self, pending) -> None:
+        for handle in pending:
+            self.ray.cancel(handle, force=True)
+        self.close()
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 
@@ -312,6 +382,8 @@ def validate(args: Args) -> None:
         raise ValueError(f"--sticky must be in [0, 1), got {args.sticky}")
     if args.checkpoint_key is not None:
         check_name("--checkpoint-key", args.checkpoint_key)
+    if args.address is not None and args.backend != "ray":
+        raise ValueError(f"--address {args.address!r} names a Ray cluster: add --backend ray, or leave --address out")
 
 
 def main(args: Args) -> dict:
@@ -374,38 +446,37 @@ def main(args: Args) -> dict:
 
     interrupted = False
     try:
-        if args.workers == 1:
+        if args.workers == 1 and args.backend == "local":
             _worker_init_in_process(counter)
             while (plan := tasks()) is not None:
                 finished(plan, record_episode(make_task(plan), str(session_file.shards_dir)))
                 bar.update(counter.value - bar.n)
                 bar.set_postfix(sessions=len(recorded))
         else:
-            executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                              initializer=_worker_init, initargs=(counter,))
+            backend = (_RayBackend(args.workers, args.address) if args.backend == "ray"
+                       else _ProcessBackend(args.workers, counter))
+            pending: dict = {}
             try:
-                pending: dict[concurrent.futures.Future, tuple[StagePlan, int]] = {}
                 while True:
                     while len(pending) < args.workers and (plan := tasks()) is not None:
                         guess = plan.expected_steps(args.max_steps)
                         task = make_task(plan)
                         plan.in_flight, plan.in_flight_steps = plan.in_flight + 1, plan.in_flight_steps + guess
-                        pending[executor.submit(record_episode, task, str(session_file.shards_dir))] = (plan, guess)
+                        pending[backend.submit(task, str(session_file.shards_dir))] = (plan, guess)
                     if not pending:
                         break
                     # the timeout only refreshes the progress bar while long episodes run
-                    done, _ = concurrent.futures.wait(pending, timeout=0.5,
-                                                      return_when=concurrent.futures.FIRST_COMPLETED)
-                    for future in done:
-                        plan, guess = pending.pop(future)
+                    for handle in backend.wait(pending, timeout=0.5):
+                        plan, guess = pending.pop(handle)
                         plan.in_flight, plan.in_flight_steps = plan.in_flight - 1, plan.in_flight_steps - guess
-                        finished(plan, future.result())
-                    bar.update(counter.value - bar.n)
+                        finished(plan, backend.result(handle))
+                    # local workers count steps as they play; Ray tasks report them when their episode ends
+                    bar.update(max(counter.value, sum(summary["steps"] for summary in recorded)) - bar.n)
                     bar.set_postfix(sessions=len(recorded))
             except BaseException:
-                _kill_workers(executor)
+                backend.abort(pending)
                 raise
-            executor.shutdown()
+            backend.close()
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -4,7 +4,8 @@ In one run, on the same episodes (same seeds, player and sampling pattern):
 
   (a) the environment alone: the episodes played through SGAPS-SMB-v0 with nothing recorded;
   (b) collect.py with 1 worker: the same episodes recorded, full frames included;
-  (c) collect.py with 2 workers: the same, in two processes (worker start-up included).
+  (c) collect.py with 2 workers: the same, in two processes (worker start-up included);
+  (d) with --ray: collect.py --backend ray with 2 workers, on a Ray instance it starts (start-up included).
 
 It prints steps per second of each, the ratios (b)/(a) (target >= 0.80) and (c)/(b) (target >= 1.7),
 and the storage of the sessions (b) wrote, in bytes per recorded step, split by dataset
@@ -13,6 +14,7 @@ the medians are compared.
 
     python experiments/benchmark_collect.py                      # about 2 minutes
     python experiments/benchmark_collect.py --player run_right --steps 1000
+    python experiments/benchmark_collect.py --ray                # (d) too: local processes against Ray
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ class Args:
     """target for (c)/(b): two workers against one"""
     target_bytes: float = 2500.0
     """target for the bytes stored per step"""
+    ray: bool = False
+    """also measure (d): the Ray backend with 2 workers (needs `pip install -e '.[ray]'`)"""
     json: str | None = None
     """also write the numbers to this JSON file"""
 
@@ -80,6 +84,7 @@ class Result:
     median: dict[str, float] = field(default_factory=dict)
     ratio_one: float = float("nan")
     ratio_two: float = float("nan")
+    ratio_ray: float = float("nan")
     bytes_per_step: float = float("nan")
     bytes_by_dataset: dict[str, float] = field(default_factory=dict)
     recorded_steps: int = 0
@@ -87,10 +92,11 @@ class Result:
     flags: int = 0
 
 
-def collect_args(args: Args, output: Path, workers: int) -> collect.Args:
+def collect_args(args: Args, output: Path, workers: int, backend: str = "local") -> collect.Args:
     return tyro.cli(collect.Args, args=[
         "--player", args.player, "--pattern", args.pattern, "--stages", args.stage, "--frames", str(args.steps),
-        "--max-steps", str(args.max_steps), "--workers", str(workers), "--output", str(output), "--no-progress"])
+        "--max-steps", str(args.max_steps), "--workers", str(workers), "--output", str(output), "--no-progress",
+        "--backend", backend])
 
 
 def play_without_recording(args: Args) -> float:
@@ -104,13 +110,13 @@ def play_without_recording(args: Args) -> float:
     return steps / (time.perf_counter() - started)
 
 
-def record(args: Args, workers: int, folder: Path) -> tuple[float, Path]:
-    """(b) or (c): collect.py into a fresh file; steps per second and the file."""
-    output = folder / f"sessions-{workers}.h5"
+def record(args: Args, workers: int, folder: Path, backend: str = "local") -> tuple[float, Path]:
+    """(b), (c) or (d): collect.py into a fresh file; steps per second and the file."""
+    output = folder / f"sessions-{backend}-{workers}.h5"
     if output.exists():
         output.unlink()
         shutil.rmtree(output.with_name(output.name + ".shards"))
-    summary = collect.main(collect_args(args, output, workers))
+    summary = collect.main(collect_args(args, output, workers, backend))
     return summary["recorded_steps"] / summary["seconds"], output
 
 
@@ -140,6 +146,8 @@ def main(args: Args) -> Result:
             one, one_file = record(args, 1, folder)
             result.steps_per_second["one"].append(one)
             result.steps_per_second["two"].append(record(args, 2, folder)[0])
+            if args.ray:
+                result.steps_per_second.setdefault("ray", []).append(record(args, 2, folder, "ray")[0])
         (result.bytes_per_step, result.bytes_by_dataset, result.recorded_steps, result.sessions,
          result.flags) = storage(one_file)
     finally:
@@ -147,12 +155,16 @@ def main(args: Args) -> Result:
     result.median = {name: statistics.median(values) for name, values in result.steps_per_second.items()}
     result.ratio_one = result.median["one"] / result.median["env"]
     result.ratio_two = result.median["two"] / result.median["one"]
+    if args.ray:
+        result.ratio_ray = result.median["ray"] / result.median["two"]
 
     print(f"\nRecording {args.player} on {args.stage}, pattern {args.pattern}, {args.steps} steps per measurement, "
           f"{args.rounds} rounds (steps/s per round in brackets)\n")
     names = {"env": "(a) environment alone, nothing recorded", "one": "(b) collect.py, 1 worker",
-             "two": "(c) collect.py, 2 workers"}
+             "two": "(c) collect.py, 2 workers", "ray": "(d) collect.py --backend ray, 2 workers"}
     for name, label in names.items():
+        if name not in result.steps_per_second:
+            continue
         rounds = ", ".join(f"{value:.0f}" for value in result.steps_per_second[name])
         print(f"  {label:42s} {result.median[name]:7.0f} steps/s   [{rounds}]")
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
@@ -160,6 +172,8 @@ def main(args: Args) -> Result:
           f"(target >= {args.target_one})")
     print(f"  {verdict(result.ratio_two >= args.target_two)}: (c)/(b) = {result.ratio_two:.3f}  "
           f"(target >= {args.target_two})")
+    if args.ray:
+        print(f"  (d)/(c) = {result.ratio_ray:.3f}: Ray tasks against local processes, both with 2 workers")
     print(f"  {verdict(result.bytes_per_step <= args.target_bytes)}: {result.bytes_per_step:.0f} bytes per recorded "
           f"step, full frames included (target <= {args.target_bytes:.0f}); {result.sessions} sessions, "
           f"{result.recorded_steps} steps, {result.flags} reached the flag")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv with Python >= 3.13 and install the project (editable, with the dev extra).
+# Create .venv with Python >= 3.13 and install the project (editable, with the dev and ray extras).
 # Idempotent: does nothing when .venv already matches setup.cfg and pyproject.toml.
 # Set PYTHON=/path/to/python3.13 to choose the interpreter.
 set -euo pipefail
@@ -37,7 +37,7 @@ if [ ! -x .venv/bin/python ] || ! is_new_enough .venv/bin/python; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet --progress-bar off -e ".[dev]"
+.venv/bin/python -m pip install --quiet --progress-bar off -e ".[dev,ray]"
 rm -f .venv/.installed-*
 touch "$stamp"
 echo "Installed: $(.venv/bin/python -c 'import sgaps_env, torch, nes_py; print("sgaps", sgaps_env.__version__, "| torch", torch.__version__)')"

@@ -339,3 +339,32 @@ def test_an_unwritable_place_for_the_lock_or_the_index_is_an_error_that_changes_
     with pytest.raises(session_file_module.SessionFileError, match="cannot write the index .*nothing was changed"):
         SessionFile(output).index_written("smb1-1-1", "x")
     assert output.read_bytes() == index_bytes
+
+
+# --- the Ray backend ------------------------------------------------------------------------------------
+
+
+def test_the_ray_backend_records_the_same_sessions_as_local_processes(tmp_path):
+    pytest.importorskip("ray")
+    common = ["--episodes", "2", "--stages", "1-1", "1-2", "--player", "heuristic", "--workers", "2"]
+    local = run_collect(tmp_path / "local.h5", *common)
+    remote = run_collect(tmp_path / "ray.h5", *common, "--backend", "ray")
+    assert remote["recorded_sessions"] == local["recorded_sessions"] == 4
+    local_sessions, ray_sessions = list_sessions(tmp_path / "local.h5"), list_sessions(tmp_path / "ray.h5")
+    assert [s.name for s in ray_sessions] == [s.name for s in local_sessions]
+    for ours, theirs in zip(local_sessions, ray_sessions):
+        with ours.group() as a, theirs.group() as b:
+            for name in ("frames", "palette", "coords", "values", "state", "state_mask", "buttons", "rewards",
+                         "terminated", "truncated", "frame_index"):
+                np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=f"{ours.name}: {name}")
+        attrs_a, attrs_b = ours.attrs(), theirs.attrs()
+        for varying in ("created", "wall_seconds"):
+            attrs_a.pop(varying, None), attrs_b.pop(varying, None)
+        assert attrs_a == attrs_b
+    again = run_collect(tmp_path / "ray.h5", *common, "--backend", "ray")  # resume works the same way
+    assert again["recorded_sessions"] == 0 and again["skipped_sessions"] == 4
+
+
+def test_an_address_without_the_ray_backend_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--address 'auto' names a Ray cluster: add --backend ray"):
+        run_collect(tmp_path / "s.h5", "--address", "auto")
