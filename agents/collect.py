@@ -37,7 +37,7 @@ from tqdm import tqdm
 from agents.players import PLAYERS, make_player
 from sgaps_env import SGAPSSuperMarioBrosEnv, __version__, parse_stage
 from sgaps_env.buttons import BUTTON_SETS
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
 from sgaps_env.rollout import Rollout
 from sgaps_env.sampler import PatternSampler
@@ -373,11 +373,8 @@ def _lock(session_file: SessionFile):
 
 
 def validate(args: Args) -> None:
-    for name in ("episodes", "max_steps", "sample_count", "frame_skip", "workers"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be at least 1, got {args.frames}")
+    require_at_least(args, ("episodes", "max_steps", "sample_count", "frame_skip", "workers"))
+    require_at_least(args, ("frames",), none_means="to record --episodes")
     if not 0.0 <= args.sticky < 1.0:
         raise ValueError(f"--sticky must be in [0, 1), got {args.sticky}")
     if args.checkpoint_key is not None:

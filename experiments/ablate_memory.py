@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 
 from models.memory import MemoryBank, MemoryConfig, StagePriors
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import extract_pixels, frame_values, make_pattern, uv_to_pixel
 from sgaps_env.session_file import read_sessions
 from sgaps_env.sprites import HUD_ROWS, box_mask, sprite_boxes
@@ -48,11 +48,8 @@ class Args:
 
 def validate(args: Args) -> None:
     """The range checks the types cannot express; a ValueError names the option and what it accepts."""
-    for name in ("sample_count", "max_steps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.prior_steps is not None and args.prior_steps < 1:
-        raise ValueError(f"--prior-steps must be at least 1 (or None for every step), got {args.prior_steps}")
+    require_at_least(args, ("sample_count", "max_steps"))
+    require_at_least(args, ("prior_steps",), none_means="for every step")
 
 
 def variants(priors: StagePriors) -> dict[str, MemoryBank]:

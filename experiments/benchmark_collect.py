@@ -37,7 +37,7 @@ import tyro
 from agents import collect
 from agents.players import PLAYERS
 from sgaps_env import parse_stage
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import PATTERNS
 from sgaps_env.session_file import list_sessions
 
@@ -72,9 +72,7 @@ class Args:
 
 def validate(args: Args) -> None:
     """The range checks the types cannot express; a ValueError names the option and what it accepts."""
-    for name in ("steps", "max_steps", "rounds"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    require_at_least(args, ("steps", "max_steps", "rounds"))
     parse_stage(args.stage)
 
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from sgaps_env import SGAPSSuperMarioBrosEnv, make_pattern
 from sgaps_env.buttons import combo_to_byte
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS
 
 
@@ -70,9 +70,7 @@ class Args:
 
 def validate(args: Args) -> None:
     """The range checks the types cannot express; a ValueError names the option and what it accepts."""
-    for name in ("rounds", "sample_count", "frame_skip"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    require_at_least(args, ("rounds", "sample_count", "frame_skip"))
     if args.seconds <= 0 or args.warmup < 0:
         raise ValueError(f"--seconds must be positive and --warmup 0 or more, got {args.seconds} and {args.warmup}")
     if args.jump_period < 1 or not 0 <= args.jump_frames <= args.jump_period:

@@ -30,7 +30,7 @@ from agents.players import make_player
 from models.baselines import make_baseline
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor, collate_inputs
 from sgaps_env import SGAPSSuperMarioBrosEnv
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import color_for
 from sgaps_env.rollout import Rollout
 from sgaps_env.sampler import PatternSampler
@@ -58,9 +58,7 @@ class Args:
 
 def validate(args: Args) -> None:
     """The range checks the types cannot express; a ValueError names the option and what it accepts."""
-    for name in ("sample_count", "frames", "batch", "rounds"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    require_at_least(args, ("sample_count", "frames", "batch", "rounds"))
     if args.frames < args.batch:
         raise ValueError(f"--frames {args.frames} is smaller than --batch {args.batch}: play more frames")
     if args.threads < 0:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from agents.players import PLAYERS, make_player
 from sgaps_env import SGAPSSuperMarioBrosEnv, parse_stage
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.rollout import Rollout
 from sgaps_env.sampler import PatternSampler
 
@@ -68,9 +68,7 @@ class Args:
 
 def validate(args: Args) -> None:
     """The range checks the types cannot express; a ValueError names the option and what it accepts."""
-    for name in ("episodes", "max_steps", "sample_count", "frame_skip", "workers"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    require_at_least(args, ("episodes", "max_steps", "sample_count", "frame_skip", "workers"))
     for stage in args.stages:
         parse_stage(stage)
     parse_options(args.set, args.players)

@@ -43,7 +43,7 @@ from models.evaluation import summarize
 from models.importance import ImportanceAnalyzer
 from models.policy_replay import replay_offline, run_live
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS
 from sgaps_env.session_file import RecordedSession, list_sessions
 
@@ -110,12 +110,8 @@ def validate(args: Args) -> None:
     """The range checks the types cannot express; a ValueError names the option and what it accepts."""
     if not args.budgets or min(args.budgets) < 1:
         raise ValueError(f"--budgets must be one or more positive pixel counts, got {args.budgets}")
-    for name in ("schedule_interval", "score_every", "live_budget"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    for name in ("max_steps", "max_sessions"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (or None for all), got {getattr(args, name)}")
+    require_at_least(args, ("schedule_interval", "score_every", "live_budget"))
+    require_at_least(args, ("max_steps", "max_sessions"), none_means="for all")
     if args.live_steps < 0 or args.grid_step < 0:
         raise ValueError(f"--live-steps and --grid-step must be 0 or more, got {args.live_steps} and {args.grid_step}")
     if not 0.0 <= args.quality_threshold <= 1.0:

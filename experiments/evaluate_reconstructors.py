@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from models.baselines import BASELINES, make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
 
 
@@ -68,11 +68,8 @@ def validate(args: Args) -> None:
         raise ValueError(f"--budgets must be one or more positive pixel counts, got {args.budgets}")
     if not args.reconstructors:
         raise ValueError("--reconstructors needs at least one name")
-    if args.score_every < 1:
-        raise ValueError(f"--score-every must be at least 1, got {args.score_every}")
-    for name in ("max_steps", "max_sessions"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1 (or None for all), got {getattr(args, name)}")
+    require_at_least(args, ("score_every",))
+    require_at_least(args, ("max_steps", "max_sessions"), none_means="for all")
 
 
 def stage_of(checkpoint_key: str) -> str:

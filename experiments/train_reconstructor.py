@@ -48,7 +48,7 @@ from models.memory import MemoryConfig, StagePriors
 from models.spt import (SIZES, SPTReconstructor, SparsePixelTransformer, read_checkpoint, save_checkpoint,
                         spt_config)
 from models.stream import ReconstructionStream, StreamConfig
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, channels_for
 from sgaps_env.session_file import list_sessions
 from sgaps_env.sprites import TEMPLATE_SIZE
@@ -116,12 +116,8 @@ class Args:
 
 def validate(args: Args) -> None:
     """The range checks the types cannot express; a ValueError names the option and what it accepts."""
-    for name in ("epochs", "pairs_per_epoch", "batch_pairs", "val_sessions", "val_steps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    for name in ("warmup_steps", "workers", "threads"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    require_at_least(args, ("epochs", "pairs_per_epoch", "batch_pairs", "val_sessions", "val_steps"))
+    require_at_least(args, ("warmup_steps", "workers", "threads"), minimum=0)
     if not args.curriculum or min(args.curriculum) < 1:
         raise ValueError(f"--curriculum must be one or more positive pixel budgets, got {args.curriculum}")
     if not 0.0 <= args.budget_jitter < 1.0:
@@ -131,11 +127,8 @@ def validate(args: Args) -> None:
     for name in ("lr", "template_lr", "grad_clip"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("weight_decay", "l2", "ssim", "temporal", "sprite_weight"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
-    if args.prior_steps is not None and args.prior_steps < 1:
-        raise ValueError(f"--prior-steps must be at least 1 (or None for every step), got {args.prior_steps}")
+    require_at_least(args, ("weight_decay", "l2", "ssim", "temporal", "sprite_weight"), minimum=0)
+    require_at_least(args, ("prior_steps",), none_means="for every step")
 
 
 def phase_budget(args: Args, epoch: int) -> tuple[int, int]:

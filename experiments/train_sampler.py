@@ -41,7 +41,7 @@ from agents.players import PLAYERS, make_player
 from models.scoring import SPTScorer
 from models.spt import DEFAULT_CHECKPOINT
 from sgaps_env import parse_stage
-from sgaps_env.cli import run_script
+from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.wrappers import SamplerLearningWrapper
 
 
@@ -98,10 +98,8 @@ def validate(args: Args) -> None:
     if len(set(args.stages)) != len(args.stages):
         raise ValueError(f"--stages lists a stage twice ({args.stages}): each stage gets one environment and one "
                          "Monitor log")
-    for name in ("sample_count", "tiles", "timesteps", "max_episode_steps", "n_steps", "batch_size", "epochs",
-                 "checkpoint_every", "threads"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    require_at_least(args, ("sample_count", "tiles", "timesteps", "max_episode_steps", "n_steps", "batch_size", "epochs",
+                 "checkpoint_every", "threads"))
     if not 0.0 < args.gamma <= 1.0:
         raise ValueError(f"--gamma is a discount in (0, 1], got {args.gamma}")
     if not args.learning_rate > 0:

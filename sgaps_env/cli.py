@@ -22,7 +22,7 @@ without a traceback. This module lives in ``sgaps_env`` so that scripts of every
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import tyro
 
@@ -39,3 +39,19 @@ def run_script(main: Callable[[ArgsT], ResultT], args_type: type[ArgsT], descrip
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def require_at_least(args: Any, names: Iterable[str], minimum: int = 1, none_means: str | None = None) -> None:
+    """The range check tyro's types cannot express: each option ``names`` of ``args`` must be ``>= minimum``.
+
+    With ``none_means`` (e.g. ``"for all"``) an option may also be None (left out), and the message says so.
+    Raises a ValueError naming the first option out of range, as ``--kebab-case``.
+    """
+    for name in names:
+        value = getattr(args, name)
+        if none_means is not None and value is None:
+            continue
+        if value < minimum:
+            bound = "0 or more" if minimum == 0 else f"at least {minimum}"
+            also = f" (or None {none_means})" if none_means is not None else ""
+            raise ValueError(f"--{name.replace('_', '-')} must be {bound}{also}, got {value}")

@@ -123,3 +123,19 @@ def test_bad_input_exits_2_and_names_the_option(key, bad_runs):
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert named in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_require_at_least_names_the_first_option_out_of_range():
+    from types import SimpleNamespace
+
+    from sgaps_env.cli import require_at_least
+
+    args = SimpleNamespace(steps=3, max_steps=None, warmup=-1, rounds=0)
+    require_at_least(args, ("steps",))
+    require_at_least(args, ("max_steps",), none_means="for all")  # left out: allowed
+    with pytest.raises(ValueError, match=r"^--rounds must be at least 1, got 0$"):
+        require_at_least(args, ("steps", "rounds", "warmup"))
+    with pytest.raises(ValueError, match=r"^--warmup must be 0 or more, got -1$"):
+        require_at_least(args, ("warmup",), minimum=0)
+    with pytest.raises(ValueError, match=r"^--steps must be at least 5 \(or None for all\), got 3$"):
+        require_at_least(args, ("max_steps", "steps"), minimum=5, none_means="for all")
