@@ -308,6 +308,11 @@ def shards_dir_for(index_path: str | os.PathLike) -> Path:
     return index_path.with_name(index_path.name + SHARDS_SUFFIX)
 
 
+def shard_file(index_path: str | os.PathLike, checkpoint_key: str, session_id: str) -> Path:
+    """Where the session ``checkpoint_key/session_id`` of the index at ``index_path`` keeps its shard."""
+    return shards_dir_for(index_path) / checkpoint_key / f"{session_id}.h5"
+
+
 def shard_problem(path: Path) -> str | None:
     """None when ``path`` is a complete shard of this format, else what is wrong with it, in words."""
     if not path.exists():
@@ -327,10 +332,6 @@ def shard_problem(path: Path) -> str | None:
     except (OSError, KeyError, RuntimeError) as error:
         return f"the shard cannot be read ({error})"
     return None
-
-
-def _shard_is_complete(path: Path) -> bool:
-    return shard_problem(path) is None
 
 
 class DamagedSessionWarning(UserWarning):
@@ -431,14 +432,13 @@ class SessionFile:
                                            f"code reads version {FORMAT_VERSION} (nothing was changed): use the "
                                            "SGAPS version that wrote it, or record into a new file")
                 entries, stale = {}, 0
-                shards = shards_dir_for(path).name
                 for key in index:
                     for session_id in index[key]:
                         link = index[key].get(session_id, getlink=True)
                         if isinstance(link, h5py.ExternalLink):
                             # the shard is where this index's own shards folder keeps it, whatever the link says
                             # (an index renamed with its folder keeps links to the old name)
-                            shard = f"{shards}/{key}/{session_id}.h5"
+                            shard = shard_file(path, key, session_id).relative_to(path.parent).as_posix()
                             stale += link.filename != shard
                             entries[(key, session_id)] = SessionEntry(key, session_id, shard)
                 return entries, stale
@@ -501,8 +501,8 @@ class SessionFile:
             raise SessionFileError(f"cannot write into {parent}: choose a writable output path")
 
     def shard_path(self, checkpoint_key: str, session_id: str) -> Path:
-        return self.shards_dir / check_name("checkpoint key", checkpoint_key) / (
-            check_name("session id", session_id) + ".h5")
+        return shard_file(self.path, check_name("checkpoint key", checkpoint_key),
+                          check_name("session id", session_id))
 
     def _write_index(self) -> None:
         """Rewrite the index atomically from ``self._entries``."""
@@ -560,7 +560,7 @@ class SessionFile:
                                        f"{self.shards_dir} writable, or record into another path") from error
         for shard in sorted(self.shards_dir.glob("*/*.h5")):
             key, session_id = shard.parent.name, shard.stem
-            if (key, session_id) not in self._entries and _ID_PATTERN.match(key) and _shard_is_complete(shard):
+            if (key, session_id) not in self._entries and _ID_PATTERN.match(key) and shard_problem(shard) is None:
                 self._entries[(key, session_id)] = self._entry_for(key, session_id)
                 found.append(self._entries[(key, session_id)])
         if found:
@@ -636,8 +636,8 @@ class RecordedSession:
 
     Every reader of recorded sessions (datasets, the training stream, evaluations, level priors, the
     recorder's resume) goes through this class, so that how a session is found, opened and decoded
-    lives in one place. Each method opens the index, reads and closes it; hold ``group()`` open to
-    read many pieces of one session at once.
+    lives in one place. Each method opens the session's shard, reads and closes it; hold ``group()``
+    open to read many pieces of one session at once.
     """
 
     path: Path
@@ -660,7 +660,7 @@ class RecordedSession:
     @property
     def shard_path(self) -> Path:
         """The shard file holding this session, in the shards folder beside the index."""
-        return shards_dir_for(self.path) / self.checkpoint_key / f"{self.session_id}.h5"
+        return shard_file(self.path, self.checkpoint_key, self.session_id)
 
     def problem(self) -> str | None:
         """None when the session's shard is complete, else what is wrong with it."""
