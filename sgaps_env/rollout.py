@@ -113,6 +113,7 @@ class Rollout:
 
     def __iter__(self) -> Iterator[Step]:
         played = 0
+        self.summaries = []  # iterating again plays the rollout afresh from its seed
         for episode in range(self.episodes):
             seed = self.seed if episode == 0 else None
             coords = self.sampler.reset(seed)

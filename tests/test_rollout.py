@@ -77,6 +77,9 @@ def test_episodes_continue_after_the_end_and_total_steps_stops_the_run(make_env)
     assert [summary.steps for summary in rollout.summaries] == [10, 10, 10]
     assert [step.episode for step in steps if step.step == 0] == [0, 1, 2]
     assert player.seeds == [1, None, None] and rollout.steps_played == 30
+    replayed = [step.observation["state"] for step in rollout]  # a second pass replays it from the seed
+    np.testing.assert_array_equal(np.stack(replayed), np.stack([step.observation["state"] for step in steps]))
+    assert len(rollout.summaries) == 3 and rollout.steps_played == 30
 
     capped = Rollout(make_env(sample_count=32), RunRightPlayer(), PatternSampler("random", 32), seed=1,
                      max_steps=10, episodes=100, total_steps=25)
