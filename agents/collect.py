@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from agents.players import PLAYERS, make_player
-from sgaps_env import SGAPSSuperMarioBrosEnv, __version__, parse_stage
+from sgaps_env import SGAPSSuperMarioBrosEnv, __version__, stage_names
 from sgaps_env.buttons import BUTTON_SETS
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
@@ -43,8 +43,6 @@ from sgaps_env.rollout import Rollout
 from sgaps_env.sampler import PatternSampler
 from sgaps_env.session_file import (SessionFile, SessionFileError, SessionRecorder, checkpoint_key_for, check_name,
                                     list_sessions, write_shard)
-
-ALL_STAGES = [f"{world}-{stage}" for world in range(1, 9) for stage in range(1, 5)]
 
 
 @dataclass
@@ -107,16 +105,7 @@ class Args:
 
 def expand_stages(stages: list[str]) -> list[str | None]:
     """Stage names as given on the command line -> 'W-S' strings (None for the whole game)."""
-    result: list[str | None] = []
-    for stage in stages:
-        if stage == "all":
-            result.extend(ALL_STAGES)
-        elif stage == "game":
-            result.append(None)
-        else:
-            world, level = parse_stage(stage)  # raises a clear ValueError for unknown stages
-            result.append(f"{world}-{level}")
-    return list(dict.fromkeys(result))
+    return stage_names(stages, allow_game=True)
 
 
 def parse_player_options(options: list[str]) -> dict[str, Any]:
@@ -186,11 +175,17 @@ def _env_for(config: dict, store_frames: bool) -> SGAPSSuperMarioBrosEnv:
     return _ENVS[key]
 
 
-def _build_player(name: str, options: dict, button_set: list):
+#: Player keyword -> the env configuration key it is filled from, when the player takes it.
+_PLAYER_ENV_KEYWORDS = {"button_set": "buttons", "frame_skip": "frame_skip",
+                        "repeat_action_probability": "repeat_action_probability"}
+
+
+def _build_player(name: str, options: dict, env_config: dict):
+    """The player ``name`` with ``options``, told the env's button set (and frame skip, sticky actions) if it asks."""
     accepted = inspect.signature(PLAYERS[name]).parameters
-    if "button_set" in accepted and "button_set" not in options:
-        options = dict(options, button_set=button_set)
-    return make_player(name, **options)
+    filled = {keyword: env_config[key] for keyword, key in _PLAYER_ENV_KEYWORDS.items()
+              if keyword in accepted and keyword not in options and key in env_config}
+    return make_player(name, **filled, **options)
 
 
 def record_episode(task: EpisodeTask, shards_root: str | None) -> dict:
@@ -200,7 +195,7 @@ def record_episode(task: EpisodeTask, shards_root: str | None) -> dict:
     """
     recording = shards_root is not None
     env = _env_for(task.env_config, task.store_frames and recording)
-    player = _build_player(task.player, task.player_options, task.env_config["buttons"])
+    player = _build_player(task.player, task.player_options, task.env_config)
     sampler = PatternSampler(task.pattern, env.sample_count)
     recorder = (SessionRecorder(task.checkpoint_key, task.session_id, task.attrs, task.store_frames, task.store_ram)
                 if recording else None)
@@ -233,14 +228,20 @@ def record_episode(task: EpisodeTask, shards_root: str | None) -> dict:
     return summary
 
 
-def _worker_init(counter) -> None:
-    global _STEPS_DONE
-    _STEPS_DONE = counter
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    try:  # die with the parent (Linux), so a killed recorder leaves no worker behind
+def die_with_parent() -> None:
+    """Make this worker process ignore Ctrl-C (the parent handles it) and die with its parent (Linux),
+    so a killed parent leaves no worker behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def _worker_init(counter) -> None:
+    global _STEPS_DONE
+    _STEPS_DONE = counter
+    die_with_parent()
 
 
 # --- where episodes run -----------------------------------------------------------------------------
@@ -267,7 +268,7 @@ class _ProcessBackend:
         self.executor.shutdown()
 
     def abort(self, pending) -> None:
-        _kill_workers(self.executor)
+        kill_workers(self.executor)
 
 
 class _RayBackend:
@@ -388,14 +389,13 @@ def main(args: Args) -> dict:
     validate(args)
     stages = expand_stages(args.stages)
     player_options = parse_player_options(args.player_option)
-    _build_player(args.player, player_options, "simple")  # a bad player option fails now, not in a worker
+    plans = [stage_plan(args, stage, player_options) for stage in stages]
+    _build_player(args.player, player_options, plans[0].env_config)  # a bad player option fails now, not in a worker
     session_file = SessionFile(args.output, create=True)
     lock = _lock(session_file)
     recovered = session_file.recover()
     if recovered:
         print(f"recovered {len(recovered)} finished session(s) that an interrupted run had not indexed")
-
-    plans = [stage_plan(args, stage, player_options) for stage in stages]
 
     # what is already recorded: sessions are numbered, so episodes whose session exists are skipped
     existing_steps = {(session.checkpoint_key, session.session_id): len(session) - 1  # rows - 1: the reset row
@@ -494,7 +494,7 @@ def main(args: Args) -> dict:
     return result
 
 
-def _kill_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
+def kill_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
     """Stop at once (Ctrl-C or a failed episode): the episodes in progress are discarded, not waited for."""
     workers = list((getattr(executor, "_processes", None) or {}).values())  # Python 3.14: executor.kill_workers()
     executor.shutdown(wait=False, cancel_futures=True)

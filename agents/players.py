@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from agents.demonstrations import DemonstrationPlayer
 from agents.heuristic import HeuristicPlayer
 from sgaps_env.buttons import resolve_button_set
 from sgaps_env.player import CallablePlayer, Player, as_player
@@ -85,7 +86,7 @@ class RunRightPlayer:
         return self._run
 
 
-__all__ = ["PLAYERS", "CallablePlayer", "Player", "RandomPlayer", "RunRightPlayer", "as_player", "make_player"]
+__all__ = ["PLAYERS", "CallablePlayer", "DemonstrationPlayer", "Player", "RandomPlayer", "RunRightPlayer", "as_player", "make_player"]
 
 def _sb3_player(**options) -> Player:
     """``SB3Player(path=..., deterministic=...)``; imported on use, since it loads torch."""
@@ -104,7 +105,7 @@ def _replay_player(**options) -> Player:
 #: Players by name.
 PLAYERS: dict[str, Callable[..., Player]] = {"random": RandomPlayer, "run_right": RunRightPlayer,
                                              "heuristic": HeuristicPlayer, "sb3": _sb3_player,
-                                             "replay": _replay_player}
+                                             "replay": _replay_player, "demonstration": DemonstrationPlayer}
 
 
 def make_player(name: str, **kwargs) -> Player:

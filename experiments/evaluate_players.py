@@ -15,6 +15,7 @@ the mean number of steps.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import multiprocessing
 import statistics
@@ -126,9 +127,13 @@ def play_episodes(player_name: str, stage: str, episodes: int, max_steps: int = 
 
     ``on_episode()`` is called after each episode (progress bars).
     """
-    env = SGAPSSuperMarioBrosEnv(stage=stage, sample_count=sample_count, frame_skip=frame_skip)
+    options = dict(options or {})
+    # the env presses the player's button set: the one it is given, else its own default
+    default = inspect.signature(PLAYERS[player_name]).parameters.get("button_set")
+    buttons = options.get("button_set", "simple" if default is None else default.default)
+    env = SGAPSSuperMarioBrosEnv(stage=stage, sample_count=sample_count, frame_skip=frame_skip, buttons=buttons)
     try:
-        player = make_player(player_name, **(options or {}))
+        player = make_player(player_name, **options)
         sampler = PatternSampler("uniform_grid", sample_count)
         results = []
         for seed in range(episodes):

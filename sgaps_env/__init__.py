@@ -13,7 +13,7 @@ from gymnasium.envs.registration import register, registry
 
 from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, extract_pixels, make_pattern, pixel_to_uv,
                               uv_to_pixel)
-from sgaps_env.env import SGAPSSuperMarioBrosEnv, parse_stage
+from sgaps_env.env import ALL_STAGES, SGAPSSuperMarioBrosEnv, parse_stage, stage_names
 from sgaps_env.player import Player, as_player
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX, StateVectorReader
 from sgaps_env.tiles import allocation_to_coords
@@ -32,13 +32,12 @@ def stage_env_id(world: int, stage: int) -> str:
 
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point=ENTRY_POINT)
-    for _world in range(1, 9):
-        for _stage in range(1, 5):
-            register(id=stage_env_id(_world, _stage), entry_point=ENTRY_POINT, kwargs={"stage": f"{_world}-{_stage}"})
+    for _name in ALL_STAGES:
+        register(id=stage_env_id(*parse_stage(_name)), entry_point=ENTRY_POINT, kwargs={"stage": _name})
 
 __all__ = [
-    "ENV_ID", "FRAME_HEIGHT", "FRAME_WIDTH", "PATTERNS", "STATE_FIELDS", "STATE_INDEX", "Player",
+    "ALL_STAGES", "ENV_ID", "FRAME_HEIGHT", "FRAME_WIDTH", "PATTERNS", "STATE_FIELDS", "STATE_INDEX", "Player",
     "PlayerLearningWrapper", "SGAPSSuperMarioBrosEnv", "SamplerLearningWrapper", "StateVectorReader",
     "allocation_to_coords", "as_player", "extract_pixels", "make_pattern", "parse_stage", "pixel_to_uv",
-    "stage_env_id", "uv_to_pixel",
+    "stage_env_id", "stage_names", "uv_to_pixel",
 ]

@@ -20,7 +20,13 @@ from sgaps_env.state import DEFAULT_MAX_STATE_DIM, DEFAULT_SENTINEL, StateVector
 REWARD_MODES = ("game", "reconstruction")
 
 #: The keys ``reset(options=...)`` understands.
-RESET_OPTIONS = ("coords",)
+RESET_OPTIONS = ("coords", "noops")
+
+#: The attributes of gym-super-mario-bros' wrapper that its reward and termination read across
+#: frames; ``clone_state`` keeps them with the emulator so a restored state steps exactly as before.
+_GAME_TRACKERS = ("_time_last", "_x_position_max", "_score_last", "_coins_last", "_status_last",
+                  "_completion_rewarded", "_last_reward_components", "_last_reward_unclipped",
+                  "_last_reward_clipped")
 
 #: Where to look for a scorer when ``reward_mode="reconstruction"`` is asked for without one.
 _SCORER_HINT = ("e.g. scorer=models.scoring.SPTScorer() (the shipped SPT; it reconstructs color='rgb' samples) or "
@@ -48,6 +54,27 @@ def parse_stage(stage: str | tuple[int, int] | None) -> tuple[int, int] | None:
             return world, level
     raise ValueError(f"unknown stage {stage!r}: expected 'W-S' with world W in 1..8 and stage S in 1..4 "
                      "(e.g. '1-1' or (1, 1)), or None for the whole game from 1-1")
+
+
+#: The 32 stages of the game as ``"W-S"`` names, in order.
+ALL_STAGES = tuple(f"{world}-{stage}" for world in range(1, 9) for stage in range(1, 5))
+
+
+def stage_names(stages: list[str], allow_game: bool = False) -> list[str | None]:
+    """Stage names as a user writes them -> distinct ``"W-S"`` names in order; ``"all"`` is the 32 stages.
+
+    With ``allow_game``, ``"game"`` (the whole game from 1-1) becomes None. Unknown names raise ValueError.
+    """
+    result: list[str | None] = []
+    for stage in stages:
+        if stage == "all":
+            result.extend(ALL_STAGES)
+        elif stage == "game" and allow_game:
+            result.append(None)
+        else:
+            world, level = parse_stage(stage)
+            result.append(f"{world}-{level}")
+    return list(dict.fromkeys(result))
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -139,9 +166,22 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     1-1 for the whole game), then ``1 + U{0, noop_max}`` no-op frames are run,
     drawn from the environment's ``np_random``: the emulator itself is
     deterministic, so this is where seeds make sessions differ. The first
-    frame is sampled at ``initial_pattern`` (or at ``options["coords"]``;
-    ``"coords"`` is the only key ``options`` may hold, and any other raises
-    ``ValueError``).
+    frame is sampled at ``initial_pattern``. ``reset(options=...)`` takes two
+    keys, and any other raises ``ValueError``:
+
+    | option | meaning |
+    |---|---|
+    | `coords` | the first frame's `(sample_count, 2)` `(u, v)` coordinates instead of `initial_pattern` |
+    | `noops` | the number of extra no-op frames (an int in [0, 10000]) instead of the random draw; `info["frame_index"]` after reset is `1 + noops` (demonstrations in `agents.demonstrations` record theirs) |
+
+    ## Snapshots
+
+    ``state = env.clone_state()`` and ``env.restore_state(state)`` save and
+    restore the emulator and every counter a step reads, so stepping on from a
+    restored state gives exactly what stepping on from the original did (as
+    ALE's ``cloneState``). Snapshots live in this process only (nes-py's
+    native state cannot be pickled): to carry a trajectory elsewhere, keep its
+    no-op start and button indices and replay them from ``reset``.
 
     ## Episode end
 
@@ -189,7 +229,8 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
       Also before the first release: `reward_mode="reconstruction"` stopped loading the shipped SPT
       when no `scorer` is given (it raises `ValueError`: pass one), arguments of the wrong type are
       refused instead of converted, `max_state_dim` is at most 4096, and unknown `reset` options
-      are refused.
+      are refused. Added without changing any session: the `noops` reset option and
+      `clone_state`/`restore_state`.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
@@ -343,10 +384,16 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         unknown = sorted(map(repr, set(options) - set(RESET_OPTIONS)))
         if unknown:
             raise ValueError(f"unknown reset option(s) {', '.join(unknown)}: the known options are "
-                             f"{list(RESET_OPTIONS)} (the first frame's (u, v) coordinates)")
+                             f"{list(RESET_OPTIONS)} (the first frame's (u, v) coordinates; the number of no-op frames)")
         if "coords" not in options:
             return None
         return validate_coords(options["coords"], self.sample_count, self.clip_coords)
+
+    def _reset_noops(self, options: Any) -> int | None:
+        """The no-op count from ``reset``'s ``options`` (None: draw it); ``options`` is already checked."""
+        if not options or "noops" not in options:
+            return None
+        return _check_int("reset option 'noops'", options["noops"], 0, 10_000)
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
@@ -354,6 +401,7 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         if self._game is None:
             raise ValueError("the environment is closed; create a new one with gym.make('SGAPS-SMB-v0')")
         coords = self._reset_coords(options)  # checked before anything changes
+        noops = self._reset_noops(options)
         super().reset(seed=seed)
         self._game.reset()
         self._frame_index = 0
@@ -361,7 +409,9 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         if hasattr(self.scorer, "reset"):  # scorers with a memory of the episode start it afresh
             self.scorer.reset()
         # At least one frame, so that the screen buffer is drawn from the restored RAM.
-        for _ in range(1 + int(self.np_random.integers(0, self.noop_max + 1))):
+        if noops is None:
+            noops = int(self.np_random.integers(0, self.noop_max + 1))
+        for _ in range(1 + noops):
             self._advance(0)
         self._game._did_reset()  # re-baseline the game's reward trackers after the no-ops
         if coords is None:  # drawn after the seeded no-ops, as always, so a seed keeps its session
@@ -424,6 +474,33 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
             self._game = None
         super().close()
 
+    # --- snapshots -----------------------------------------------------------------------------
+
+    def clone_state(self) -> tuple:
+        """An in-process snapshot of the game: emulator, frame counters, reward trackers, episode flag.
+
+        Restore it with ``restore_state``; it cannot be pickled (see "Snapshots" in the class docstring).
+        """
+        if self._game is None:
+            raise ValueError("the environment is closed; create a new one with gym.make('SGAPS-SMB-v0')")
+        trackers = tuple(dict(value) if isinstance(value, dict) else value
+                         for value in (getattr(self._game, name) for name in _GAME_TRACKERS))
+        return (self._game.dump_state(), self._ram_before_frame.copy(), self._frame_index, self._last_byte,
+                self._episode_over, trackers)
+
+    def restore_state(self, state: tuple) -> None:
+        """Put the game back to a ``clone_state`` snapshot of this environment (the episode resumes there)."""
+        if self._game is None:
+            raise ValueError("the environment is closed; create a new one with gym.make('SGAPS-SMB-v0')")
+        if not (isinstance(state, tuple) and len(state) == 6 and len(state[5]) == len(_GAME_TRACKERS)):
+            raise ValueError(f"restore_state takes a snapshot returned by clone_state(), got {type(state).__name__}")
+        snapshot, ram_before_frame, frame_index, last_byte, episode_over, trackers = state
+        self._game.load_state(snapshot)
+        np.copyto(self._ram_before_frame, ram_before_frame)
+        self._frame_index, self._last_byte, self._episode_over = frame_index, last_byte, episode_over
+        for name, value in zip(_GAME_TRACKERS, trackers):
+            setattr(self._game, name, dict(value) if isinstance(value, dict) else value)
+
     # --- extras --------------------------------------------------------------------------------
 
     def game_info(self) -> dict[str, Any]:
@@ -433,6 +510,11 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     def button_names(self) -> list[str]:
         """Human-readable name of each button index, e.g. ``'right+A'``."""
         return ["+".join(combo) for combo in self.button_combos]
+
+    @property
+    def frame_index(self) -> int:
+        """NES frames emulated since reset (``info["frame_index"]`` of the last step)."""
+        return self._frame_index
 
     @property
     def ram(self) -> np.ndarray:

@@ -149,6 +149,13 @@ def field_int(state: np.ndarray, name: str) -> int:
     return int(round(field_value(state, name)))
 
 
+def field_ints(states: np.ndarray, name: str) -> np.ndarray:
+    """Field ``name`` of every state in ``states (..., D)`` in game units, rounded to int64 ``(...)``."""
+    if name not in STATE_INDEX:
+        raise ValueError(f"unknown state field {name!r}: see sgaps_env.STATE_FIELDS or docs/state_vector.md")
+    return np.rint(np.asarray(states, np.float64)[..., STATE_INDEX[name]] * STATE_SCALE[name]).astype(np.int64)
+
+
 class StateVectorReader:
     """Turns a 2048-byte RAM snapshot into ``(state, state_mask)`` float32 vectors.
 

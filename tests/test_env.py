@@ -455,7 +455,8 @@ def test_numpy_scalars_of_the_right_kind_are_accepted(make_env):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"cords": np.zeros((4, 2), np.float32)}, r"unknown reset option\(s\) 'cords'.*\['coords'\]"),
+    ({"cords": np.zeros((4, 2), np.float32)}, r"unknown reset option\(s\) 'cords'.*\['coords', 'noops'\]"),
+    ({"noops": -1}, r"reset option 'noops' must be an integer in \[0, 10000\], got -1"),
     ({"coords": np.zeros((4, 2), np.float32), "seed": 3}, r"unknown reset option\(s\) 'seed'"),
     ([("coords", np.zeros((4, 2), np.float32))], "options must be a dict or None, got list"),
     ("coords", "options must be a dict or None, got str"),
