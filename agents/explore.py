@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from tqdm import tqdm
 
 from agents.collect import die_with_parent, kill_workers
-from agents.demonstrations import (DEMONSTRATIONS_DIR, demonstration_path, load_demonstrations,
+from agents.demonstrations import (DEMONSTRATIONS_DIR, demonstration_path, demonstration_spans, load_demonstrations,
                                    save_demonstrations)
 from agents.explorer import Explorer
 from sgaps_env import stage_names
@@ -80,6 +80,10 @@ def explore_stage(stage: str, noops: list[int], max_frames: int, max_seconds: fl
     existing = []
     if not redo and demonstration_path(stage, output).is_file():
         existing = load_demonstrations(stage, output)
+        if any(demonstration.spans is None for demonstration in existing):  # written before files had spans
+            for demonstration in existing:
+                demonstration.spans = demonstration.spans or demonstration_spans(demonstration)
+            save_demonstrations(existing, output)
     have = {demonstration.noops for demonstration in existing}
     summaries = []
     stage_seed = seed * 1000 + int(stage[0]) * 10 + int(stage[2])

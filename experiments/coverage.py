@@ -97,7 +97,10 @@ def measure(paths: list[Path], stages: list[str], demonstrations: Path) -> list[
             sessions[stage] += 1
     report = []
     for stage in stages:
-        level = level_columns(stage, demonstrations)
+        try:
+            level = level_columns(stage, demonstrations)
+        except FileNotFoundError:  # no demonstration defines the level's extent: reported as 0 of 0
+            level = set()
         report.append(StageCoverage(stage, len(level), len(level & shown[stage]), sum(frames[stage].values()),
                                     sessions[stage], dict(sorted(frames[stage].items()))))
     return report
@@ -133,8 +136,10 @@ def main(args: Args) -> list[StageCoverage]:
     print(f"{'stage':>5}  {'coverage':>8}  {'columns':>11}  {'frames':>7}  {'sessions':>8}  frames per area")
     for row in report:
         areas = ", ".join(f"{name}: {count}" for name, count in row.frames_per_area.items())
-        print(f"{row.stage:>5}  {100 * row.coverage:7.1f}%  {row.shown_columns:>5}/{row.level_columns:<5}  "
-              f"{row.frames:>7}  {row.sessions:>8}  {areas}")
+        shown = f"{100 * row.coverage:7.1f}%" if row.level_columns else "     n/a"
+        print(f"{row.stage:>5}  {shown}  {row.shown_columns:>5}/{row.level_columns:<5}  "
+              f"{row.frames:>7}  {row.sessions:>8}  {areas}" + ("" if row.level_columns else
+                                                                "  (no demonstrations: extent unknown)"))
     lowest = min(report, key=lambda row: row.coverage)
     print(f"lowest: {lowest.stage} {100 * lowest.coverage:.1f}%; mean {100 * np.mean([r.coverage for r in report]):.1f}%")
     if args.plot:
