@@ -423,3 +423,15 @@ def test_a_stage_without_demonstrations_is_played_by_the_heuristic_with_a_warnin
         _, buttons = _play(player, 0)
     assert player.demonstration is None and isinstance(player._fallback, HeuristicPlayer)
     assert len(buttons) > 20
+
+
+def test_a_file_written_without_spans_gets_them_on_the_next_run(tmp_path):
+    from agents.explore import explore_stage
+
+    shipped = load_demonstrations("1-1")[0]
+    bare = load_demonstrations("1-1")[0]
+    bare.spans = None
+    save_demonstrations([bare], tmp_path)
+    assert "spans" not in (tmp_path / "1-1.json").read_text()
+    assert explore_stage("1-1", [bare.noops], 10, 10.0, 0, str(tmp_path), False) == [], "nothing to explore"
+    assert load_demonstrations("1-1", tmp_path)[0].spans == shipped.spans
