@@ -140,12 +140,17 @@ def level_columns(stage: str, directory: str | Path | None = None) -> set[tuple[
             for column in range(first, last + 1)}
 
 
-def demonstration_spans(demonstration: Demonstration) -> list[tuple[int, int, int, int]]:
-    """Replay ``demonstration`` and return the spans of level its frames show."""
+def demonstration_env(stage: str):
+    """The cheapest environment that plays demonstrations of ``stage`` exactly (one sampled pixel)."""
     from sgaps_env import SGAPSSuperMarioBrosEnv
 
-    env = SGAPSSuperMarioBrosEnv(stage=demonstration.stage, sample_count=1, frame_skip=DEMONSTRATION_FRAME_SKIP,
-                                 buttons=[list(combo) for combo in DEMONSTRATION_BUTTONS], noop_max=0)
+    return SGAPSSuperMarioBrosEnv(stage=stage, sample_count=1, frame_skip=DEMONSTRATION_FRAME_SKIP,
+                                  buttons=[list(combo) for combo in DEMONSTRATION_BUTTONS], noop_max=0)
+
+
+def demonstration_spans(demonstration: Demonstration) -> list[tuple[int, int, int, int]]:
+    """Replay ``demonstration`` and return the spans of level its frames show."""
+    env = demonstration_env(demonstration.stage)
     try:
         outcome = replay(demonstration, env, keep_states=True)
     finally:

@@ -32,9 +32,9 @@ from typing import Callable
 
 import numpy as np
 
-from agents.demonstrations import (DEMONSTRATION_BUTTONS, DEMONSTRATION_FRAME_SKIP, Demonstration, columns_to_spans,
-                                   replay, screen_columns)
-from sgaps_env import SGAPSSuperMarioBrosEnv, parse_stage
+from agents.demonstrations import (DEMONSTRATION_BUTTONS, Demonstration, columns_to_spans, demonstration_env, replay,
+                                   screen_columns)
+from sgaps_env import parse_stage
 
 #: How often each combo of ``DEMONSTRATION_BUTTONS`` is drawn when exploring: mostly forward,
 #: enough of everything else (left to back off, down for pipes, A alone for swimming).
@@ -110,8 +110,7 @@ class Explorer:
         self.probe_pipes = probe_pipes
         self.prefer_coins = prefer_coins
         self.rng = np.random.default_rng(seed)
-        self.env = SGAPSSuperMarioBrosEnv(stage=self.stage, sample_count=1, frame_skip=DEMONSTRATION_FRAME_SKIP,
-                                          buttons=[list(combo) for combo in DEMONSTRATION_BUTTONS], noop_max=0)
+        self.env = demonstration_env(self.stage)
         self._coords = np.zeros((1, 2), np.float32)
         combos = [tuple(combo) for combo in DEMONSTRATION_BUTTONS]
         weights = np.array([EXPLORATION_WEIGHTS[combo] for combo in combos])
@@ -129,7 +128,7 @@ class Explorer:
         ram = self.env.ram
         if (int(ram[_WORLD]), int(ram[_STAGE])) != self.target or ram[_X_HIGH] >= _MAX_PAGE:
             return None
-        x = int(ram[_X_HIGH]) * 256 + int(ram[_X_LOW])
+        x = self._x()
         viewport = int(ram[_Y_VIEWPORT])
         band = int(ram[_Y]) * self.y_bands // 256 if viewport == 1 else (-1 if viewport == 0 else self.y_bands)
         return (int(ram[_AREA_POINTER]), x // self.cell_width, band, int(ram[_POWERUP]) > 0)
@@ -206,14 +205,10 @@ class Explorer:
 
     # --- the search ------------------------------------------------------------------------------
 
-    def _step(self, action: int):
-        _, _, terminated, _, info = self.env.step({"buttons": action, "coords": self._coords})
-        return terminated, info
-
     def _step_counted(self, action: int):
-        """``_step``, adding the frames it emulated to ``self.frames``."""
+        """One env step of button ``action``, adding the frames it emulated to ``self.frames``."""
         frame_before = self.env.frame_index
-        terminated, info = self._step(action)
+        _, _, terminated, _, info = self.env.step({"buttons": action, "coords": self._coords})
         self.frames += info["frame_index"] - frame_before
         return terminated, info
 
