@@ -225,6 +225,7 @@ def record_episode(task: EpisodeTask, shards_root: str | None) -> dict:
                                final_stage=outcome.final_stage, emulated_frames=outcome.emulated_frames,
                                wall_seconds=time.perf_counter() - started)
         write_shard(Path(shards_root) / task.shard, data)
+    summary["worker_seconds"] = time.perf_counter() - started  # playing, recording and writing the shard
     return summary
 
 
@@ -484,7 +485,9 @@ def main(args: Args) -> dict:
     seconds = time.perf_counter() - started
     steps = sum(summary["steps"] for summary in recorded)
     result = {"output": str(session_file.path), "recorded_sessions": len(recorded), "recorded_steps": steps,
-              "skipped_sessions": skipped, "seconds": seconds, "steps_per_second": steps / seconds if seconds else 0.0,
+              "skipped_sessions": skipped, "seconds": seconds,
+              "worker_seconds": sum(summary["worker_seconds"] for summary in recorded),
+              "steps_per_second": steps / seconds if seconds else 0.0,
               "interrupted": interrupted, "indexed_sessions": len(session_file)}
     verb = "stopped by Ctrl-C after recording" if interrupted else "recorded"
     print(f"{verb} {len(recorded)} session(s), {steps} steps in {seconds:.1f} s ({result['steps_per_second']:.0f} "

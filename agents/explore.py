@@ -67,6 +67,10 @@ class Args:
     prefer_coins: bool = False
     """keep, per cell, the sequence with the most coins before the shortest, so opened hidden blocks are
     remembered (8-4 needs one as a step up to a pipe)"""
+    ledges: bool = False
+    """tell cells where Mario stands apart by the 16-pixel row he stands on, and try a few jumps to the right
+    from each new one, so a chain of exact jumps (8-4: onto a hidden block, then onto a floating pipe) is
+    found step by step"""
     redo: bool = False
     """explore again even for starts that already have a demonstration"""
     summary: bool = False
@@ -75,7 +79,7 @@ class Args:
 
 
 def explore_stage(stage: str, noops: list[int], max_frames: int, max_seconds: float, seed: int, output: str,
-                  redo: bool, prefer_coins: bool = False) -> list[dict]:
+                  redo: bool, prefer_coins: bool = False, ledges: bool = False) -> list[dict]:
     """Explore one stage for each no-op start it lacks; writes its file; returns one summary per start."""
     existing = []
     if not redo and demonstration_path(stage, output).is_file():
@@ -90,7 +94,8 @@ def explore_stage(stage: str, noops: list[int], max_frames: int, max_seconds: fl
     for start in noops:
         if start in have:
             continue
-        explorer = Explorer(stage, noops=start, seed=stage_seed * 100 + start, prefer_coins=prefer_coins)
+        explorer = Explorer(stage, noops=start, seed=stage_seed * 100 + start, prefer_coins=prefer_coins,
+                            ledges=ledges)
         last_report = [time.perf_counter()]
 
         def report(partial, stage=stage, start=start, last_report=last_report):
@@ -166,7 +171,7 @@ def main(args: Args) -> list[dict]:
         if not args.redo and demonstration_path(stage, args.output).is_file():
             load_demonstrations(stage, args.output)
     jobs = (args.noops, args.max_frames, args.max_minutes * 60, args.seed, str(args.output), args.redo,
-            args.prefer_coins)
+            args.prefer_coins, args.ledges)
     summaries: list[dict] = []
     started = time.perf_counter()
     if args.backend == "ray":

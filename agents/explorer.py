@@ -15,7 +15,10 @@ pipes, bonus rooms and the loops of the castle mazes (4-4, 7-4, 8-4) apart, the 
 upper and lower routes of a maze apart, and being big is worth remembering because it survives a
 hit. Cells outside the target stage (warp zones) are never kept. A cell keeps the shortest
 sequence into it; with ``prefer_coins`` the one with the most coins first, so that a hidden block
-opened on the way is remembered (8-4 has one that is the only step up to a pipe).
+opened on the way is remembered (8-4 has one that is the only step up to a pipe). With
+``ledges``, a cell where Mario stands has the 16-pixel row he stands on instead of the y band, so
+standing on that block (a band shares it with the ground below) is a cell of its own, and every new
+such cell is probed with a few jumps to the right, each landing probed for a pipe.
 
     explorer = Explorer("4-4", noops=30, seed=0)
     result = explorer.run(max_frames=3_000_000)
@@ -50,6 +53,11 @@ _WORLD, _STAGE, _AREA_POINTER, _POWERUP = 0x075F, 0x075C, 0x0750, 0x0756
 _FLOAT_STATE, _COINS = 0x001D, 0x075E
 #: Pixels Mario's x may change in two steps of holding down without having gone anywhere.
 _PIPE_JUMP = 64
+#: Jumps tried from every new ledge (with ``ledges``): (direction, NOOP steps waited first, steps
+#: holding the direction and A). Waiting lets a piranha plant that was out go back into its pipe.
+_LEDGE_JUMPS = (("right", 0, 4), ("right", 0, 8), ("right", 12, 8), ("left", 0, 4), ("left", 0, 8))
+#: Steps holding right after a ledge jump before it is given up if Mario has not landed.
+_LANDING_STEPS = 12
 #: No level is 64 screens long: a larger page number is the transient garbage of a maze's warp back.
 _MAX_PAGE = 0x40
 
@@ -98,7 +106,7 @@ class Explorer:
     def __init__(self, stage: str, noops: int = 30, seed: int = 0, cell_width: int = 24, y_bands: int = 6,
                  explore_steps: int = 60, patience: int = 25, repeat_probability: float = 0.8,
                  down_probability: float = 0.15, down_steps: int = 3, probe_pipes: bool = True,
-                 prefer_coins: bool = False):
+                 prefer_coins: bool = False, ledges: bool = False):
         world, level = parse_stage(stage)
         self.stage = f"{world}-{level}"
         self.target = (world - 1, level - 1)  # as the RAM holds them
@@ -109,6 +117,7 @@ class Explorer:
         self.down_probability, self.down_steps = down_probability, down_steps
         self.probe_pipes = probe_pipes
         self.prefer_coins = prefer_coins
+        self.ledges = ledges
         self.rng = np.random.default_rng(seed)
         self.env = demonstration_env(self.stage)
         self._coords = np.zeros((1, 2), np.float32)
@@ -116,6 +125,8 @@ class Explorer:
         weights = np.array([EXPLORATION_WEIGHTS[combo] for combo in combos])
         self._action_weights = weights / weights.sum()
         self._down = combos.index(("down",))
+        self._walk = {side: combos.index((side,)) for side in ("right", "left")}
+        self._jump = {side: combos.index((side, "A")) for side in ("right", "left")}
         self._noop = combos.index(("NOOP",))
         self._probed: set[tuple[int, int, int]] = set()
         self.archive: dict[tuple, CellRecord] = {}
@@ -131,11 +142,18 @@ class Explorer:
         x = self._x()
         viewport = int(ram[_Y_VIEWPORT])
         band = int(ram[_Y]) * self.y_bands // 256 if viewport == 1 else (-1 if viewport == 0 else self.y_bands)
+        if self.ledges and viewport == 1 and ram[_FLOAT_STATE] == 0:
+            band = self.y_bands + 1 + int(ram[_Y]) // 16  # the block row Mario stands on, apart from the bands
         return (int(ram[_AREA_POINTER]), x // self.cell_width, band, int(ram[_POWERUP]) > 0)
 
     def _x(self) -> int:
         ram = self.env.ram
         return int(ram[_X_HIGH]) * 256 + int(ram[_X_LOW])
+
+    def _coins_here(self) -> int:
+        """Coins of the sequence the archive keeps for the current cell (-1 for a cell not in it)."""
+        record = self.archive.get(self.cell())
+        return -1 if record is None else record.coins
 
     def _visit(self, actions: bytes) -> bool:
         """Add or improve the current cell with ``actions``; True when the archive changed."""
@@ -186,6 +204,32 @@ class Explorer:
                 break
         self.env.restore_state(before)
         return entered
+
+    def _probe_jumps(self, actions: bytes) -> bool:
+        """From a ledge Mario stands on for the first time, try a few jumps to either side.
+
+        A block or ledge that is the only step up to the next (8-4's hidden block below a floating pipe)
+        is reached by one exact jump, which random buttons rarely chain with the jump before it. Every
+        landing place is kept and probed for a pipe; the game then goes back to where the probe
+        started. True when the archive changed.
+        """
+        before = self.env.clone_state()
+        changed = False
+        for side, wait, hold in _LEDGE_JUMPS:
+            probe = bytearray(actions)
+            for step in range(wait + hold + _LANDING_STEPS):
+                action = self._noop if step < wait else self._jump[side] if step < wait + hold else self._walk[side]
+                terminated, _ = self._step_counted(action)
+                probe.append(action)
+                if terminated:
+                    break
+                changed |= self._visit(bytes(probe))
+                if step >= wait + hold and self.env.ram[_FLOAT_STATE] == 0:  # landed
+                    if self.probe_pipes:
+                        changed |= self._probe_pipe(bytes(probe))
+                    break
+            self.env.restore_state(before)
+        return changed
 
     # --- selection -------------------------------------------------------------------------------
 
@@ -306,7 +350,13 @@ class Explorer:
             actions.append(action)
             if terminated:
                 return bytes(actions) if self._goal(info) else None
-            if self._visit(bytes(actions)) | (self.probe_pipes and self._probe_pipe(bytes(actions))):
+            cells_before, coins_before = len(self.archive), self._coins_here()
+            changed = self._visit(bytes(actions))
+            # a new ledge, or a place where more coins than before mean a hidden block was just opened
+            if (self.ledges and self.env.ram[_FLOAT_STATE] == 0
+                    and (len(self.archive) > cells_before or self._coins_here() > coins_before)):
+                changed |= self._probe_jumps(bytes(actions))
+            if changed | (self.probe_pipes and self._probe_pipe(bytes(actions))):
                 since_new = 0
             else:
                 since_new += 1

@@ -32,7 +32,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.demonstrations import DEMONSTRATIONS_DIR, level_columns, screen_columns
+from agents.demonstrations import COLUMN_WIDTH, DEMONSTRATIONS_DIR, columns_to_spans, level_columns, screen_columns
 from sgaps_env import stage_names
 from sgaps_env.cli import run_script
 from sgaps_env.session_file import list_sessions
@@ -65,6 +65,8 @@ class StageCoverage:
     frames: int
     sessions: int
     frames_per_area: dict[str, int]
+    #: stretches of the level no recorded frame shows: ``(area, area type, first column, last column)``
+    missing: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     @property
     def coverage(self) -> float:
@@ -73,7 +75,7 @@ class StageCoverage:
     def as_dict(self) -> dict:
         return {"stage": self.stage, "coverage": round(self.coverage, 4), "level_columns": self.level_columns,
                 "shown_columns": self.shown_columns, "frames": self.frames, "sessions": self.sessions,
-                "frames_per_area": self.frames_per_area}
+                "frames_per_area": self.frames_per_area, "missing": [list(span) for span in self.missing]}
 
 
 def area_name(area: int, area_type: int) -> str:
@@ -102,7 +104,8 @@ def measure(paths: list[Path], stages: list[str], demonstrations: Path) -> list[
         except FileNotFoundError:  # no demonstration defines the level's extent: reported as 0 of 0
             level = set()
         report.append(StageCoverage(stage, len(level), len(level & shown[stage]), sum(frames[stage].values()),
-                                    sessions[stage], dict(sorted(frames[stage].items()))))
+                                    sessions[stage], dict(sorted(frames[stage].items())),
+                                    columns_to_spans(level - shown[stage])))
     return report
 
 
@@ -151,6 +154,11 @@ def main(args: Args) -> list[StageCoverage]:
         below = [row.stage for row in report if row.coverage < args.target]
         if below:
             print(f"below the target {100 * args.target:.0f}%: {' '.join(below)}")
+            for row in report:
+                if row.coverage < args.target and row.missing:
+                    print(f"  {row.stage} never shows " + ", ".join(
+                        f"{area_name(area, area_type)} x {first * COLUMN_WIDTH}-{(last + 1) * COLUMN_WIDTH - 1}"
+                        for area, area_type, first, last in row.missing))
             sys.exit(1)
     return report
 

@@ -330,6 +330,17 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
         self._native_advance(byte)
         self._frame_index += 1
 
+    def _copy_screen(self) -> np.ndarray:
+        """A contiguous ``(240, 256, 3)`` RGB copy of the shared screen buffer.
+
+        The buffer is BGRx and nes-py's view of it runs the channels backwards; copying that view
+        element by element takes 5x as long as copying it one channel plane at a time.
+        """
+        frame = np.empty(self._screen.shape, np.uint8)
+        for channel in range(frame.shape[2]):
+            frame[..., channel] = self._screen[..., channel]
+        return frame
+
     def _observe(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         state, state_mask = self.state_reader.read(self._ram_before_frame)
         return {"pixels": extract_pixels(self._screen, coords, self.color), "state": state, "state_mask": state_mask}
@@ -345,7 +356,7 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
             "game_reward": game_reward,
         }
         if self.scorer is not None or self.return_frame:
-            frame = self._screen.copy()
+            frame = self._copy_screen()
             if self.return_frame:
                 info["frame"] = frame
             if self.scorer is not None:
@@ -458,7 +469,7 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     def render(self):
         """``rgb_array``: a copy of the true frame. ``human``: a window with the frame beside the samples."""
         if self.render_mode == "rgb_array":
-            return self._screen.copy()
+            return self._copy_screen()
         if self.render_mode == "human":
             if self._viewer is None:
                 self._viewer = HumanViewer("SGAPS-SMB-v0", fps=self.metadata["render_fps"])

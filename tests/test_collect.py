@@ -70,8 +70,11 @@ def test_frames_budget_records_until_each_stage_has_enough_steps(tmp_path):
 
 
 def test_two_workers_record_the_same_sessions_as_one(tmp_path):
-    run_collect(tmp_path / "one.h5", "--episodes", "2", "--stages", "1-1", "1-2")
-    run_collect(tmp_path / "two.h5", "--episodes", "2", "--stages", "1-1", "1-2", "--workers", "2")
+    one = run_collect(tmp_path / "one.h5", "--episodes", "2", "--stages", "1-1", "1-2")
+    two = run_collect(tmp_path / "two.h5", "--episodes", "2", "--stages", "1-1", "1-2", "--workers", "2")
+    # the time workers spend in episodes (what benchmark_collect.py splits the 2-worker ratio with)
+    assert 0 < one["worker_seconds"] <= one["seconds"]
+    assert 0 < two["worker_seconds"] <= 2 * two["seconds"]
     assert session_ids(tmp_path / "one.h5") == session_ids(tmp_path / "two.h5")
     assert {key for key, _ in session_ids(tmp_path / "two.h5")} == {"smb1-1-1", "smb1-1-2"}
     for key, sid in session_ids(tmp_path / "one.h5"):

@@ -226,6 +226,37 @@ def test_explorer_grows_its_archive_from_where_a_sequence_died():
         explorer.close()
 
 
+def test_ledges_tell_apart_the_rows_mario_stands_on():
+    """With ledges, standing on the ground and on a pipe or block above it are different cells."""
+    demonstration = load_demonstrations("1-1")[0]
+    coarse = Explorer("1-1", noops=demonstration.noops, seed=0)
+    fine = Explorer("1-1", noops=demonstration.noops, seed=0, ledges=True)
+    try:
+        coarse._reset()
+        fine._reset()
+        rows_stood_on, airborne_bands, merged = set(), set(), 0
+        for action in demonstration.actions[:200]:
+            coarse._step_counted(int(action))
+            fine._step_counted(int(action))
+            ram = fine.env.ram
+            if ram[0x00B5] != 1:  # above or below the screen
+                continue
+            cell, coarse_cell = fine.cell(), coarse.cell()
+            assert cell[:2] == coarse_cell[:2] and cell[3] == coarse_cell[3]
+            if ram[0x001D] == 0:
+                assert cell[2] == fine.y_bands + 1 + int(ram[0x00CE]) // 16
+                rows_stood_on.add(cell[2])
+                merged += cell[2] != coarse_cell[2]
+            else:
+                assert cell[2] == coarse_cell[2] < fine.y_bands + 1
+                airborne_bands.add(cell[2])
+        assert len(rows_stood_on) >= 2, "1-1's opening has Mario on the ground and on pipes and blocks"
+        assert airborne_bands and merged
+    finally:
+        coarse.close()
+        fine.close()
+
+
 @pytest.mark.slow
 def test_explorer_finds_the_flag_of_1_1_from_scratch():
     explorer = Explorer("1-1", noops=10, seed=3)

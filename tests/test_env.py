@@ -162,6 +162,19 @@ def test_returned_frames_are_copies_not_the_shared_screen(make_env):
     np.testing.assert_array_equal(first["frame"], kept)
 
 
+def test_frames_are_the_emulators_rgb_screen(make_env):
+    """The plane-by-plane copy gives nes-py's RGB screen exactly (its buffer is BGRx, read backwards)."""
+    env = make_env(return_frame=True, render_mode="rgb_array")
+    env.reset(seed=0)
+    for _ in range(20):
+        _, _, _, _, info = env.step(fixed_action(env))
+    screen = env.unwrapped._game.screen
+    assert info["frame"].shape == (240, 256, 3) and info["frame"].flags.c_contiguous
+    np.testing.assert_array_equal(info["frame"], np.array(screen))
+    np.testing.assert_array_equal(env.render(), info["frame"])
+    assert tuple(info["frame"][100, 10]) == (104, 136, 252), "1-1's sky, in RGB order"
+
+
 def horizontal_shift(previous, current, largest=8):
     """How many pixels the playfield (below the HUD) moved left between two frames."""
     a, b = previous[40:].astype(np.int16), current[40:].astype(np.int16)
