@@ -68,7 +68,7 @@ class Args:
     """keep, per cell, the sequence with the most coins before the shortest, so opened hidden blocks are
     remembered (8-4 needs one as a step up to a pipe)"""
     ledges: bool = False
-    """tell cells where Mario stands apart by the 16-pixel row he stands on, and try a few jumps to the right
+    """tell cells where Mario stands apart by the 16-pixel row he stands on, and try a few jumps to either side
     from each new one, so a chain of exact jumps (8-4: onto a hidden block, then onto a floating pipe) is
     found step by step"""
     redo: bool = False
@@ -116,8 +116,8 @@ def explore_stage(stage: str, noops: list[int], max_frames: int, max_seconds: fl
         summaries.append(summary)
         if result.demonstration is not None:
             result.demonstration.found = {"frames_emulated": result.frames_emulated,
-                                          "wall_seconds": round(result.wall_seconds, 1), "seed": stage_seed * 100 + start,
-                                          "warm_started": bool(existing)}
+                                          "wall_seconds": round(result.wall_seconds, 1),
+                                          "seed": stage_seed * 100 + start, "warm_started": bool(existing)}
             existing.append(result.demonstration)
             have.add(start)
             save_demonstrations(existing, output)

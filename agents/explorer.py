@@ -17,8 +17,9 @@ hit. Cells outside the target stage (warp zones) are never kept. A cell keeps th
 sequence into it; with ``prefer_coins`` the one with the most coins first, so that a hidden block
 opened on the way is remembered (8-4 has one that is the only step up to a pipe). With
 ``ledges``, a cell where Mario stands has the 16-pixel row he stands on instead of the y band, so
-standing on that block (a band shares it with the ground below) is a cell of its own, and every new
-such cell is probed with a few jumps to the right, each landing probed for a pipe.
+standing on that block (a band shares it with the ground below) is a cell of its own; every new
+such cell, and every place where more coins than before mean a block was just opened, is probed
+with a few jumps to either side, each landing probed for a pipe.
 
     explorer = Explorer("4-4", noops=30, seed=0)
     result = explorer.run(max_frames=3_000_000)
@@ -350,7 +351,8 @@ class Explorer:
             actions.append(action)
             if terminated:
                 return bytes(actions) if self._goal(info) else None
-            cells_before, coins_before = len(self.archive), self._coins_here()
+            cells_before = len(self.archive)
+            coins_before = self._coins_here() if self.ledges else 0
             changed = self._visit(bytes(actions))
             # a new ledge, or a place where more coins than before mean a hidden block was just opened
             if (self.ledges and self.env.ram[_FLOAT_STATE] == 0

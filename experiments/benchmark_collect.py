@@ -116,7 +116,7 @@ def play_without_recording(args: Args, steps_wanted: int | None = None, first_ep
     """
     options = collect_args(args, Path("unused.h5"), 1)
     plan = collect.stage_plan(options, options.stages[0], {})
-    collect.record_episode(collect.episode_task(options, plan, first_episode, {}), None)  # the env is built
+    collect._env_for(plan.env_config, store_frames=False)  # building the env is start-up, not play
     steps, episode, started = 0, first_episode, time.perf_counter()
     while steps < (steps_wanted or args.steps):
         steps += collect.record_episode(collect.episode_task(options, plan, episode, {}), None)["steps"]
