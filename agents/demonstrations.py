@@ -19,11 +19,14 @@ Each demonstration:
 
 | key | meaning |
 |---|---|
+| `route` | `"main"` (optional, the default) or `"walk"`: found without ever pressing down, so it walks past the pipes the main route takes |
 | `noops` | the no-op start it assumes: `reset(options={"noops": noops})`, i.e. `info["frame_index"] == 1 + noops` after reset |
 | `actions` | run-length coded button indices: a letter per index (`a` = 0, `b` = 1, ...) followed by a repeat count when above 1, e.g. `"e12de3"` = 4 x12, 3, 4 x3 |
 | `steps` | the number of steps (the decoded length) |
 | `goal_x` | Mario's x in the level at the goal |
 | `spans` | what the screen shows while it plays: `[area, area_type, first, last]` runs of 16-pixel level columns (the camera's view, per area), the reference of the coverage report |
+| `skips` | the steps (0-based, increasing) after which the view jumps past level that the demonstration never shows (a pipe to a bonus room that comes out further on, a pipe within an area): the demonstration player departs just before one so that recordings also walk that stretch |
+| `loops` | `[area, area_type, camera_x]` where the view turns back within an area (a castle maze that loops until the right path is taken), seen in the replay or in probes that run on from before each skip: the columns right of that screen up to the next one a demonstration shows cannot be on screen in any play, so the coverage report leaves them out |
 | `found` | how it was found: `frames_emulated`, `wall_seconds`, `seed` (informative only) |
 
 Replaying ``actions`` step by step in ``SGAPS-SMB-W-S-v0`` with ``frame_skip=4``, a button set that
@@ -59,6 +62,21 @@ DEMONSTRATION_FRAME_SKIP = 4
 #: Width in level pixels of the columns the coverage of a level is counted in (one metatile).
 COLUMN_WIDTH = 16
 
+#: Level pixels the camera must move in one step for the view to count as jumping (it scrolls at most ~16).
+JUMP_DISTANCE = 64
+
+#: How many steps before a skip (drawn from this range) the demonstration player departs there: a pipe
+#: is entered by the down press of the skip's own step or a few steps before it.
+SKIP_LEAD_STEPS = (1, 24)
+
+#: Loop probes (see ``probe_loops``): attempts per skip, how many steps before the skip they may start,
+#: and how many steps each plays.
+LOOP_PROBES, LOOP_PROBE_LEAD, LOOP_PROBE_STEPS = 8, 60, 300
+
+#: Routes a stage can have a demonstration for, per no-op start: the explorer's ``"main"`` one, and
+#: ``"walk"``, found without pressing down, which walks past the pipes the main route takes.
+ROUTES = ("main", "walk")
+
 #: Where the shipped demonstrations live.
 DEMONSTRATIONS_DIR = Path(__file__).resolve().parent / "demos"
 
@@ -88,6 +106,12 @@ class Demonstration:
     found: dict[str, Any] = field(default_factory=dict)
     spans: list[tuple[int, int, int, int]] | None = None
     """``(area, area_type, first column, last column)`` runs the screen shows while it plays."""
+    skips: list[int] | None = None
+    """Steps after which the view jumps past level it never shows (see ``view_skips``)."""
+    loops: list[tuple[int, int, int]] | None = None
+    """``(area, area_type, camera_x)`` where the view turns back (see ``view_loops`` and ``probe_loops``)."""
+    route: str = "main"
+    """``"main"``, or ``"walk"`` for one found without pressing down (see ``ROUTES``)."""
 
 
 # --- what the screen shows ---------------------------------------------------------------------------
@@ -97,18 +121,99 @@ def screen_columns(states: np.ndarray) -> set[tuple[int, int, int]]:
     """The ``(area, area_type, column)`` level columns that frames with state vectors ``states (T, D)`` show.
 
     A frame shows the 256 pixels from the camera's left edge (``camera_x``); a column is
-    ``COLUMN_WIDTH`` level pixels. Areas (``area`` and ``area_type`` of the state vector) keep a
+    ``COLUMN_WIDTH`` level pixels, counted when the frame shows any of it (17 columns unless the
+    camera is on a column boundary). Areas (``area`` and ``area_type`` of the state vector) keep a
     bonus room's columns apart from the level's.
     """
     states = np.asarray(states)
     if states.ndim != 2 or len(states) == 0:
         return set()
-    views = np.stack([field_ints(states, "area"), field_ints(states, "area_type"),
-                      field_ints(states, "camera_x") // COLUMN_WIDTH], axis=1)
+    camera = field_ints(states, "camera_x")
+    views = np.stack([field_ints(states, "area"), field_ints(states, "area_type"), camera // COLUMN_WIDTH,
+                      (camera + FRAME_WIDTH - 1) // COLUMN_WIDTH], axis=1)
     columns = set()
-    for area, area_type, first in np.unique(views, axis=0).tolist():
-        columns.update((area, area_type, first + offset) for offset in range(FRAME_WIDTH // COLUMN_WIDTH))
+    for area, area_type, first, last in np.unique(views, axis=0).tolist():
+        columns.update((area, area_type, column) for column in range(first, last + 1))
     return columns
+
+
+def view_skips(states: np.ndarray) -> list[int]:
+    """The steps after which the view jumps past level it never shows, from a replay's ``states (steps + 1, D)``.
+
+    Row 0 is the reset, row ``k + 1`` follows step ``k``. The view jumps at step ``k`` when row ``k + 1``
+    shows another ``(area, area_type)`` than row ``k`` or a ``camera_x`` more than ``JUMP_DISTANCE``
+    away. The jump skips level when the next row back in row ``k``'s area shows a camera further right
+    than row ``k``'s screen, and some column in between is shown by no row at all: 1-1's pipe to the
+    bonus room skips ground x 1,024-2,559; coming out of the room, or a castle's loop, skips nothing.
+    """
+    states = np.asarray(states)
+    if states.ndim != 2 or len(states) < 2:
+        return []
+    areas, area_types = field_ints(states, "area"), field_ints(states, "area_type")
+    places, camera = areas * 256 + area_types, field_ints(states, "camera_x")
+    jumps = np.flatnonzero((places[1:] != places[:-1]) | (np.abs(np.diff(camera)) > JUMP_DISTANCE))
+    shown = screen_columns(states)
+    skips = []
+    for k in jumps.tolist():
+        back = np.flatnonzero(places[k + 1:] == places[k])
+        if len(back) == 0:
+            continue
+        first = (int(camera[k]) + FRAME_WIDTH) // COLUMN_WIDTH
+        last = int(camera[k + 1 + back[0]]) // COLUMN_WIDTH
+        place = (int(areas[k]), int(area_types[k]))
+        if any((*place, column) not in shown for column in range(first, last)):
+            skips.append(k)
+    return skips
+
+
+def view_loops(states: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(area, area_type, camera_x)`` before each step of ``states (T, D)`` where the view jumps back in an area."""
+    states = np.asarray(states)
+    if states.ndim != 2 or len(states) < 2:
+        return []
+    areas, area_types = field_ints(states, "area"), field_ints(states, "area_type")
+    camera = field_ints(states, "camera_x")
+    places = areas * 256 + area_types
+    back = np.flatnonzero((places[1:] == places[:-1]) & (np.diff(camera) < -JUMP_DISTANCE))
+    return sorted({(int(areas[k]), int(area_types[k]), int(camera[k])) for k in back.tolist()})
+
+
+def probe_loops(demonstration: Demonstration, env, skips: list[int]) -> list[tuple[int, int, int]]:
+    """Loops past the level that ``skips`` of ``demonstration`` jump over: run on instead of taking the pipe.
+
+    For each skip, ``LOOP_PROBES`` times: from up to ``LOOP_PROBE_LEAD`` steps before it, press sticky
+    random running and jumping buttons for ``LOOP_PROBE_STEPS`` steps and keep where the view turns back.
+    (8-4 turns it back at camera x 2,454 and 3,732, past pipes its route takes.) ``env`` is a
+    ``demonstration_env`` of the stage; seeded by the no-op start, so the result is reproducible.
+    """
+    if not skips:
+        return []
+    rng = np.random.default_rng(demonstration.noops)
+    run_buttons = [DEMONSTRATION_BUTTONS.index(combo) for combo in
+                   [("right",), ("right", "A"), ("right", "B"), ("right", "A", "B"), ("A",), ("NOOP",)]]
+    coords = np.full((env.unwrapped.sample_count, 2), 0.5, np.float32)
+    env.reset(options={"noops": demonstration.noops})
+    snapshots = {}
+    wanted = {step for skip in skips for step in range(max(0, skip - LOOP_PROBE_LEAD), skip)}
+    for step, action in enumerate(demonstration.actions[:max(skips)]):
+        if step in wanted:
+            snapshots[step] = env.clone_state()
+        env.step({"buttons": int(action), "coords": coords})
+    loops = set()
+    for skip in skips:
+        starts = list(range(max(0, skip - LOOP_PROBE_LEAD), skip))
+        for _ in range(LOOP_PROBES):
+            env.restore_state(snapshots[starts[int(rng.integers(len(starts)))]])
+            button, states = run_buttons[2], []
+            for _ in range(LOOP_PROBE_STEPS):
+                if rng.random() < 0.25:
+                    button = run_buttons[int(rng.integers(len(run_buttons)))]
+                observation, _, terminated, truncated, _ = env.step({"buttons": button, "coords": coords})
+                states.append(observation["state"])
+                if terminated or truncated:
+                    break
+            loops.update(view_loops(np.stack(states)))
+    return sorted(loops)
 
 
 def columns_to_spans(columns: set[tuple[int, int, int]]) -> list[tuple[int, int, int, int]]:
@@ -126,18 +231,28 @@ def level_columns(stage: str, directory: str | Path | None = None) -> set[tuple[
     """The level of ``stage`` as the coverage report counts it: ``{(area, area_type, column)}``.
 
     Per area that the stage's demonstrations show, every column from the first to the last one they
-    show: the whole stretch of level from start to goal, including the parts a pipe lets them skip.
+    show: the whole stretch of level from start to goal, including the parts a pipe lets them skip;
+    less, past each of their ``loops``, the columns right of the loop's screen up to the next one a
+    demonstration shows, which no play can put on screen.
     """
+    demonstrations = load_demonstrations(stage, directory)
     extent: dict[tuple[int, int], tuple[int, int]] = {}
-    for demonstration in load_demonstrations(stage, directory):
-        spans = demonstration.spans
-        if spans is None:  # an older file: measure it
-            spans = demonstration_spans(demonstration)
-        for area, area_type, first, last in spans:
+    shown: set[tuple[int, int, int]] = set()
+    for demonstration in demonstrations:
+        if demonstration.spans is None or demonstration.loops is None:  # an older file: measure it
+            measure_route(demonstration)
+        shown |= spans_to_columns(demonstration.spans)
+        for area, area_type, first, last in demonstration.spans:
             low, high = extent.get((area, area_type), (first, last))
             extent[(area, area_type)] = (min(low, first), max(high, last))
-    return {(area, area_type, column) for (area, area_type), (first, last) in extent.items()
-            for column in range(first, last + 1)}
+    level = {(area, area_type, column) for (area, area_type), (first, last) in extent.items()
+             for column in range(first, last + 1)}
+    for area, area_type, camera in {loop for demonstration in demonstrations for loop in demonstration.loops}:
+        column = (camera + FRAME_WIDTH - 1) // COLUMN_WIDTH + 1
+        while (area, area_type, column) in level and (area, area_type, column) not in shown:
+            level.discard((area, area_type, column))
+            column += 1
+    return level
 
 
 def demonstration_env(stage: str):
@@ -148,14 +263,22 @@ def demonstration_env(stage: str):
                                   buttons=[list(combo) for combo in DEMONSTRATION_BUTTONS], noop_max=0)
 
 
-def demonstration_spans(demonstration: Demonstration) -> list[tuple[int, int, int, int]]:
-    """Replay ``demonstration`` and return the spans of level its frames show."""
+def describe_route(demonstration: Demonstration, states: np.ndarray, env) -> None:
+    """Set ``spans``, ``skips`` and ``loops`` of ``demonstration`` from the state vectors of its replay
+    (``env``, a ``demonstration_env`` of its stage, plays the loop probes)."""
+    demonstration.spans = columns_to_spans(screen_columns(states))
+    demonstration.skips = view_skips(states)
+    demonstration.loops = sorted(set(view_loops(states)) | set(probe_loops(demonstration, env, demonstration.skips)))
+
+
+def measure_route(demonstration: Demonstration) -> None:
+    """Replay ``demonstration`` and set its ``spans``, ``skips`` and ``loops`` (files written before they existed)."""
     env = demonstration_env(demonstration.stage)
     try:
         outcome = replay(demonstration, env, keep_states=True)
+        describe_route(demonstration, outcome.states, env)
     finally:
         env.close()
-    return columns_to_spans(screen_columns(outcome.states))
 
 
 def spans_to_columns(spans: list[tuple[int, int, int, int]]) -> set[tuple[int, int, int]]:
@@ -277,8 +400,27 @@ def parse_demonstrations(content: Any, where: str, expected_stage: str | None = 
                 fail(f"demonstration {number}: spans must be a list of at most 4096 [area, area_type, first, last] "
                      "runs of integers in [0, 65535] with first <= last")
             spans = [tuple(span) for span in spans]
+        skips = entry.get("skips")
+        if skips is not None:
+            if (not isinstance(skips, list) or len(skips) > 4096
+                    or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < len(actions) for k in skips)
+                    or any(a >= b for a, b in zip(skips, skips[1:]))):
+                fail(f"demonstration {number}: skips must be a list of at most 4096 increasing step indices in "
+                     f"[0, {len(actions)})")
+        loops = entry.get("loops")
+        if loops is not None:
+            if (not isinstance(loops, list) or len(loops) > 4096
+                    or not all(isinstance(loop, list) and len(loop) == 3 and all(
+                        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 65536 for v in loop)
+                        for loop in loops)):
+                fail(f"demonstration {number}: loops must be a list of at most 4096 [area, area_type, camera_x] "
+                     "triples of integers in [0, 65535]")
+            loops = [tuple(loop) for loop in loops]
+        route = entry.get("route", "main")
+        if route not in ROUTES:
+            fail(f"demonstration {number}: route must be one of {list(ROUTES)}, got {route!r}")
         demonstrations.append(Demonstration(stage, noops, to_shared[actions], goal_x,
-                                            found if isinstance(found, dict) else {}, spans))
+                                            found if isinstance(found, dict) else {}, spans, skips, loops, route))
     return demonstrations
 
 
@@ -288,13 +430,16 @@ def save_demonstrations(demonstrations: list[Demonstration], directory: str | Pa
     if len(stages) != 1:
         raise ValueError(f"save_demonstrations takes the demonstrations of one stage, got stages {sorted(stages)}")
     stage = stages.pop()
-    ordered = sorted(demonstrations, key=lambda d: d.noops)
+    ordered = sorted(demonstrations, key=lambda d: (ROUTES.index(d.route), d.noops))
     content = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "stage": stage, "frame_skip": DEMONSTRATION_FRAME_SKIP,
         "buttons": [list(combo) for combo in DEMONSTRATION_BUTTONS],
-        "demonstrations": [{"noops": d.noops, "steps": int(len(d.actions)), "goal_x": int(d.goal_x),
+        "demonstrations": [{**({} if d.route == "main" else {"route": d.route}), "noops": d.noops,
+                            "steps": int(len(d.actions)), "goal_x": int(d.goal_x),
                             "found": d.found, "actions": encode_actions(d.actions),
-                            **({} if d.spans is None else {"spans": [list(span) for span in d.spans]})}
+                            **({} if d.spans is None else {"spans": [list(span) for span in d.spans]}),
+                            **({} if d.skips is None else {"skips": [int(k) for k in d.skips]}),
+                            **({} if d.loops is None else {"loops": [list(map(int, loop)) for loop in d.loops]})}
                            for d in ordered],
     }
     path = demonstration_path(stage, directory)
@@ -372,7 +517,9 @@ def replay(demonstration: Demonstration, env, keep_states: bool = False) -> Repl
 class DemonstrationPlayer:
     """Follows a shipped demonstration of the stage being played, then departs from it.
 
-    At the first step of a stage it picks one of the stage's demonstrations that it can follow exactly:
+    At the first step of a stage it picks, uniformly, one of the stage's demonstrations (of either
+    route: where the stage has a walk route, half the episodes that follow one walk past the pipes)
+    that it can follow exactly:
     the environment started with ``n = info["frame_index"] - 1`` no-ops, so a demonstration that
     assumes ``m >= n`` with ``m - n`` a multiple of ``frame_skip`` is replayed after ``(m - n) /
     frame_skip`` NOOP steps (the shipped starts 27-30 cover every ``n <= 30``, the recorder's default
@@ -380,10 +527,14 @@ class DemonstrationPlayer:
     follows the closest one anyway, which usually holds for a while.
 
     A stage without a demonstration file is played by the ``HeuristicPlayer`` (with one warning).
-    Each episode it follows the demonstration to the end with ``follow_probability``; otherwise to a
-    step drawn uniformly along it, then presses random sticky buttons for ``perturb_steps`` steps
-    (drawn from the range), then hands over to a ``HeuristicPlayer`` for the rest of the episode.
-    So the recordings reach every part of the level, from continuous play from reset, and differ.
+    Each episode it follows the demonstration to the end with ``follow_probability``. Otherwise it
+    departs. With ``skip_departure_probability`` (when the demonstration has ``skips``) it departs a
+    few steps (``SKIP_LEAD_STEPS``) before one of its skips drawn uniformly and hands over to a
+    ``HeuristicPlayer`` at once, so that the rest of the episode walks the stretch a pipe lets the
+    demonstration skip. Otherwise it departs at a step drawn uniformly along it, presses random
+    sticky buttons for ``perturb_steps`` steps (drawn from the range), then hands over to a
+    ``HeuristicPlayer``. So the recordings reach every part of the level, from continuous play from
+    reset, and differ. (Random buttons next to a pipe often kill Mario before he walks on.)
 
     | argument | default | meaning |
     |---|---|---|
@@ -391,6 +542,7 @@ class DemonstrationPlayer:
     | `frame_skip` | 4 | the env's frame skip; demonstrations need 4 |
     | `repeat_action_probability` | 0.0 | the env's sticky actions; demonstrations need none |
     | `follow_probability` | 0.25 | chance an episode follows its demonstration to the goal |
+    | `skip_departure_probability` | 0.5 | chance a departing episode departs just before a skip |
     | `perturb_steps` | `(4, 40)` | range of the number of random steps after departing |
     | `directory` | shipped | folder of `W-S.json` demonstration files |
     | `seed` | None | seeds the choices (``reset(seed)`` reseeds) |
@@ -401,17 +553,20 @@ class DemonstrationPlayer:
     def __init__(self, button_set: str | list[list[str]] = "complex", frame_skip: int = DEMONSTRATION_FRAME_SKIP,
                  follow_probability: float = 0.25, perturb_steps: tuple[int, int] | list[int] = (4, 40),
                  directory: str | Path | None = None, seed: int | None = None,
-                 repeat_action_probability: float = 0.0):
+                 repeat_action_probability: float = 0.0, skip_departure_probability: float = 0.5):
         self.combos = resolve_button_set(button_set)
         self._map = check_env_for_demonstrations({"frame_skip": frame_skip, "buttons": self.combos,
                                                   "repeat_action_probability": repeat_action_probability})
         self.frame_skip = frame_skip
-        if not 0.0 <= follow_probability <= 1.0:
-            raise ValueError(f"follow_probability must be in [0, 1], got {follow_probability}")
+        for name, value in (("follow_probability", follow_probability),
+                            ("skip_departure_probability", skip_departure_probability)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         if (len(perturb_steps) != 2 or not all(isinstance(v, int) for v in perturb_steps)
                 or not 0 <= perturb_steps[0] <= perturb_steps[1]):
             raise ValueError(f"perturb_steps must be two integers 0 <= low <= high, got {perturb_steps}")
         self.follow_probability = follow_probability
+        self.skip_departure_probability = skip_departure_probability
         self.perturb_steps = (int(perturb_steps[0]), int(perturb_steps[1]))
         self.directory = directory
         self._cache: dict[str, list[Demonstration]] = {}
@@ -436,6 +591,7 @@ class DemonstrationPlayer:
         self._plan: list[int] = []
         self._position = 0
         self._departure: int | None = None
+        self._before_skip = False
         self._perturbing = 0
         self._random_button = self._noop
         self._fallback = None
@@ -460,10 +616,21 @@ class DemonstrationPlayer:
         self.demonstration = chosen
         self._plan = [self._noop] * wait + [int(self._map[a]) for a in chosen.actions]
         self._position = 0
-        follow = self._rng.random() < self.follow_probability
-        self._departure = None if follow else int(self._rng.integers(wait, len(self._plan)))
+        self._departure = self._departure_step(chosen, wait)
         self._perturbing = 0
         self._fallback = None
+
+    def _departure_step(self, demonstration: Demonstration, wait: int) -> int | None:
+        """The plan step to depart at (``None``: follow to the end); the plan starts with ``wait`` NOOPs."""
+        self._before_skip = False
+        if self._rng.random() < self.follow_probability:
+            return None
+        self._before_skip = bool(demonstration.skips) and self._rng.random() < self.skip_departure_probability
+        if self._before_skip:
+            skip = demonstration.skips[int(self._rng.integers(len(demonstration.skips)))]
+            lead = int(self._rng.integers(SKIP_LEAD_STEPS[0], SKIP_LEAD_STEPS[1] + 1))
+            return wait + max(0, skip - lead)
+        return int(self._rng.integers(wait, len(self._plan)))
 
     def act(self, observation, info) -> int:
         stage = f"{info['world']}-{info['stage']}"
@@ -476,7 +643,8 @@ class DemonstrationPlayer:
             self._position += 1
             return self._plan[self._position - 1]
         if self._fallback is None and self._departure is not None and self._position == self._departure:
-            self._perturbing = int(self._rng.integers(self.perturb_steps[0], self.perturb_steps[1] + 1))
+            self._perturbing = 0 if self._before_skip else int(
+                self._rng.integers(self.perturb_steps[0], self.perturb_steps[1] + 1))
             self._position += 1  # departed: from here on the demonstration is not followed
         if self._perturbing > 0:
             self._perturbing -= 1

@@ -11,6 +11,7 @@ rerun only explores what is missing. One JSON line per explored start goes to ``
     python agents/explore.py                      # all 32 stages into agents/demos, 2 processes
     python agents/explore.py --stages 4-4 8-4 --workers 2 --max-frames 8000000
     python agents/explore.py --backend ray --address auto --workers 32   # on a Ray cluster
+    python agents/explore.py --walk --stages 1-1 4-2 --noops 30 28      # routes that walk past the pipes
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from tqdm import tqdm
 
 from agents.collect import die_with_parent, kill_workers
-from agents.demonstrations import (DEMONSTRATIONS_DIR, demonstration_path, demonstration_spans, load_demonstrations,
+from agents.demonstrations import (DEMONSTRATIONS_DIR, demonstration_path, load_demonstrations, measure_route,
                                    save_demonstrations)
 from agents.explorer import Explorer
 from sgaps_env import stage_names
@@ -71,6 +72,12 @@ class Args:
     """tell cells where Mario stands apart by the 16-pixel row he stands on, and try a few jumps to either side
     from each new one, so a chain of exact jumps (8-4: onto a hidden block, then onto a floating pipe) is
     found step by step"""
+    walk: bool = False
+    """find the walk route instead: a sequence that never presses down, so it walks the stretches of level
+    that the main route skips through a pipe (only for stages whose main demonstrations have skips)"""
+    remeasure: bool = False
+    """replay every demonstration in --output, rewrite its spans, skips and loops, and exit (after their
+    definitions change)"""
     redo: bool = False
     """explore again even for starts that already have a demonstration"""
     summary: bool = False
@@ -79,23 +86,33 @@ class Args:
 
 
 def explore_stage(stage: str, noops: list[int], max_frames: int, max_seconds: float, seed: int, output: str,
-                  redo: bool, prefer_coins: bool = False, ledges: bool = False) -> list[dict]:
-    """Explore one stage for each no-op start it lacks; writes its file; returns one summary per start."""
-    existing = []
-    if not redo and demonstration_path(stage, output).is_file():
-        existing = load_demonstrations(stage, output)
-        if any(demonstration.spans is None for demonstration in existing):  # written before files had spans
-            for demonstration in existing:
-                demonstration.spans = demonstration.spans or demonstration_spans(demonstration)
-            save_demonstrations(existing, output)
+                  redo: bool, prefer_coins: bool = False, ledges: bool = False, walk: bool = False,
+                  remeasure: bool = False) -> list[dict]:
+    """Explore one stage for each no-op start its route lacks; writes its file; returns one summary per start."""
+    route = "walk" if walk else "main"
+    kept, existing = [], []
+    if demonstration_path(stage, output).is_file():
+        loaded = load_demonstrations(stage, output)
+        # written before files had spans and skips, or asked to measure again
+        stale = [d for d in loaded if remeasure or d.spans is None or d.skips is None or d.loops is None]
+        for demonstration in stale:
+            measure_route(demonstration)
+        if stale:
+            save_demonstrations(loaded, output)
+        if remeasure:
+            return []
+        kept = [d for d in loaded if d.route != route or not redo]
+        existing = [d for d in kept if d.route == route]
+        if walk and not any(d.skips for d in kept if d.route == "main"):
+            return []  # no pipe skips level here: the main route already walks all of it
     have = {demonstration.noops for demonstration in existing}
     summaries = []
-    stage_seed = seed * 1000 + int(stage[0]) * 10 + int(stage[2])
+    stage_seed = seed * 1000 + int(stage[0]) * 10 + int(stage[2]) + (500 if walk else 0)
     for start in noops:
         if start in have:
             continue
         explorer = Explorer(stage, noops=start, seed=stage_seed * 100 + start, prefer_coins=prefer_coins,
-                            ledges=ledges)
+                            ledges=ledges, never_down=walk)
         last_report = [time.perf_counter()]
 
         def report(partial, stage=stage, start=start, last_report=last_report):
@@ -111,6 +128,7 @@ def explore_stage(stage: str, noops: list[int], max_frames: int, max_seconds: fl
         finally:
             explorer.close()
         summary = result.summary()
+        summary["route"] = route
         summary["warm_started_from"] = sorted(have)
         summary["progress"] = result.history[-20:]
         summaries.append(summary)
@@ -118,9 +136,11 @@ def explore_stage(stage: str, noops: list[int], max_frames: int, max_seconds: fl
             result.demonstration.found = {"frames_emulated": result.frames_emulated,
                                           "wall_seconds": round(result.wall_seconds, 1),
                                           "seed": stage_seed * 100 + start, "warm_started": bool(existing)}
+            result.demonstration.route = route
             existing.append(result.demonstration)
+            kept.append(result.demonstration)
             have.add(start)
-            save_demonstrations(existing, output)
+            save_demonstrations(kept, output)
         elif not existing:  # the other starts are as hard and have nothing to start from: give the time back
             break
     return summaries
@@ -139,7 +159,8 @@ def validate(args: Args) -> None:
 def describe(stages: list[str], directory: Path) -> list[dict]:
     """One row per stage with demonstrations in ``directory``: what they are and what finding them cost."""
     rows = []
-    print(f"{'stage':>5}  {'starts':<12} {'steps':>11}  {'goal x':>6}  {'frames to find':>15}  {'minutes':>7}")
+    print(f"{'stage':>5}  {'starts':<12} {'walk':<6} {'steps':>11}  {'goal x':>6}  {'frames to find':>15}  "
+          f"{'minutes':>7}")
     for stage in stages:
         if not demonstration_path(stage, directory).is_file():
             print(f"{stage:>5}  none")
@@ -149,11 +170,13 @@ def describe(stages: list[str], directory: Path) -> list[dict]:
         frames = sum(int(d.found.get("frames_emulated", 0)) for d in demonstrations)
         seconds = sum(float(d.found.get("wall_seconds", 0)) for d in demonstrations)
         steps = [len(d.actions) for d in demonstrations]
-        row = {"stage": stage, "starts": sorted(d.noops for d in demonstrations), "steps": steps,
+        row = {"stage": stage, "starts": sorted(d.noops for d in demonstrations if d.route == "main"),
+               "walk_starts": sorted(d.noops for d in demonstrations if d.route == "walk"), "steps": steps,
                "goal_x": max(d.goal_x for d in demonstrations), "frames_emulated": frames, "wall_seconds": seconds,
                "first_frames_emulated": int(scratch[0].found.get("frames_emulated", 0))}
         rows.append(row)
-        print(f"{stage:>5}  {' '.join(map(str, row['starts'])):<12} {min(steps):>5}-{max(steps):<5}  "
+        walk = ' '.join(map(str, row['walk_starts'])) or '-'
+        print(f"{stage:>5}  {' '.join(map(str, row['starts'])):<12} {walk:<6} {min(steps):>5}-{max(steps):<5}  "
               f"{row['goal_x']:>6}  {frames:>15,}  {seconds / 60:>7.1f}")
     print(f"{len(rows)}/{len(stages)} stages; {sum(r['frames_emulated'] for r in rows):,} frames emulated in "
           f"{sum(r['wall_seconds'] for r in rows) / 60:.0f} minutes of exploration")
@@ -171,7 +194,7 @@ def main(args: Args) -> list[dict]:
         if not args.redo and demonstration_path(stage, args.output).is_file():
             load_demonstrations(stage, args.output)
     jobs = (args.noops, args.max_frames, args.max_minutes * 60, args.seed, str(args.output), args.redo,
-            args.prefer_coins, args.ledges)
+            args.prefer_coins, args.ledges, args.walk, args.remeasure)
     summaries: list[dict] = []
     started = time.perf_counter()
     if args.backend == "ray":
@@ -206,7 +229,7 @@ def main(args: Args) -> list[dict]:
                     log.write(json.dumps(summary) + "\n")
                     log.flush()
                     summaries.append(summary)
-                    tqdm.write(f"{stage} noops={summary['noops']}: "
+                    tqdm.write(f"{stage} {summary['route']} route noops={summary['noops']}: "
                                f"{'found' if summary['found'] else 'NOT found'} after {summary['frames_emulated']:,} "
                                f"frames, {summary['wall_seconds']:.0f} s, {summary['cells']} cells, "
                                f"furthest x {summary['furthest_x']}", file=sys.stderr)

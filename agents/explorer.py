@@ -13,13 +13,15 @@ chain of such pipes). When a step reaches the goal, the sequence that got there 
 A cell is ``(world, stage, area pointer, x // cell_width, y band, big)``: the area pointer keeps
 pipes, bonus rooms and the loops of the castle mazes (4-4, 7-4, 8-4) apart, the y band keeps the
 upper and lower routes of a maze apart, and being big is worth remembering because it survives a
-hit. Cells outside the target stage (warp zones) are never kept. A cell keeps the shortest
+hit. Cells outside the target stage (skip zones) are never kept. A cell keeps the shortest
 sequence into it; with ``prefer_coins`` the one with the most coins first, so that a hidden block
 opened on the way is remembered (8-4 has one that is the only step up to a pipe). With
 ``ledges``, a cell where Mario stands has the 16-pixel row he stands on instead of the y band, so
 standing on that block (a band shares it with the ground below) is a cell of its own; every new
 such cell, and every place where more coins than before mean a block was just opened, is probed
-with a few jumps to either side, each landing probed for a pipe.
+with a few jumps to either side, each landing probed for a pipe. With ``never_down`` it never
+presses down, so it finds the route that walks past every pipe (the *walk* route: 1-1 without the
+bonus room), where the level allows one.
 
     explorer = Explorer("4-4", noops=30, seed=0)
     result = explorer.run(max_frames=3_000_000)
@@ -36,8 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from agents.demonstrations import (DEMONSTRATION_BUTTONS, Demonstration, columns_to_spans, demonstration_env, replay,
-                                   screen_columns)
+from agents.demonstrations import DEMONSTRATION_BUTTONS, Demonstration, demonstration_env, describe_route, replay
 from sgaps_env import parse_stage
 
 #: How often each combo of ``DEMONSTRATION_BUTTONS`` is drawn when exploring: mostly forward,
@@ -59,7 +60,7 @@ _PIPE_JUMP = 64
 _LEDGE_JUMPS = (("right", 0, 4), ("right", 0, 8), ("right", 12, 8), ("left", 0, 4), ("left", 0, 8))
 #: Steps holding right after a ledge jump before it is given up if Mario has not landed.
 _LANDING_STEPS = 12
-#: No level is 64 screens long: a larger page number is the transient garbage of a maze's warp back.
+#: No level is 64 screens long: a larger page number is the transient garbage of a maze's skip back.
 _MAX_PAGE = 0x40
 
 
@@ -107,7 +108,7 @@ class Explorer:
     def __init__(self, stage: str, noops: int = 30, seed: int = 0, cell_width: int = 24, y_bands: int = 6,
                  explore_steps: int = 60, patience: int = 25, repeat_probability: float = 0.8,
                  down_probability: float = 0.15, down_steps: int = 3, probe_pipes: bool = True,
-                 prefer_coins: bool = False, ledges: bool = False):
+                 prefer_coins: bool = False, ledges: bool = False, never_down: bool = False):
         world, level = parse_stage(stage)
         self.stage = f"{world}-{level}"
         self.target = (world - 1, level - 1)  # as the RAM holds them
@@ -115,15 +116,17 @@ class Explorer:
         self.cell_width, self.y_bands = cell_width, y_bands
         self.explore_steps, self.patience = explore_steps, patience
         self.repeat_probability = repeat_probability
-        self.down_probability, self.down_steps = down_probability, down_steps
-        self.probe_pipes = probe_pipes
+        self.never_down = never_down
+        self.down_probability, self.down_steps = (0.0 if never_down else down_probability), down_steps
+        self.probe_pipes = probe_pipes and not never_down
         self.prefer_coins = prefer_coins
         self.ledges = ledges
         self.rng = np.random.default_rng(seed)
         self.env = demonstration_env(self.stage)
         self._coords = np.zeros((1, 2), np.float32)
         combos = [tuple(combo) for combo in DEMONSTRATION_BUTTONS]
-        weights = np.array([EXPLORATION_WEIGHTS[combo] for combo in combos])
+        weights = np.array([0.0 if never_down and combo == ("down",) else EXPLORATION_WEIGHTS[combo]
+                            for combo in combos])
         self._action_weights = weights / weights.sum()
         self._down = combos.index(("down",))
         self._walk = {side: combos.index((side,)) for side in ("right", "left")}
@@ -136,7 +139,7 @@ class Explorer:
     # --- cells -----------------------------------------------------------------------------------
 
     def cell(self) -> tuple | None:
-        """The current cell, or None outside the target stage (a warp zone led elsewhere) or in a transition."""
+        """The current cell, or None outside the target stage (a skip zone led elsewhere) or in a transition."""
         ram = self.env.ram
         if (int(ram[_WORLD]), int(ram[_STAGE])) != self.target or ram[_X_HIGH] >= _MAX_PAGE:
             return None
@@ -317,7 +320,7 @@ class Explorer:
             outcome = replay(candidate, self.env, keep_states=True)
             if outcome.reached_goal:
                 candidate.goal_x = outcome.final_x
-                candidate.spans = columns_to_spans(screen_columns(outcome.states))
+                describe_route(candidate, outcome.states, self.env)
                 demonstration = candidate
                 break
             # nes-py's snapshots are not exact through the game's lag frames (busy scenes), so states

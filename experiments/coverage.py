@@ -3,8 +3,10 @@
 For every stage, the *level* is the x range, per area, that the stage's shipped demonstrations
 show on screen on their way from the start to the flag (or axe): from the first to the last
 16-pixel column of each area they pass through (the main level, and the pipe, bonus and exit areas
-they use). A recorded frame shows the 256 pixels right of the camera's left edge in its area, so a
-stage's coverage is the fraction of the level's columns that at least one recorded frame shows.
+they use), less the columns past a loop that no play can put on screen (see
+``agents.demonstrations.level_columns``). A recorded frame shows the 256 pixels right of the
+camera's left edge in its area, so a stage's coverage is the fraction of the level's columns that at
+least one recorded frame shows (in part).
 Frames are attributed to stages by the world and stage in their state vectors, so whole-game
 sessions count too. The report also gives the frames recorded per area.
 
@@ -14,8 +16,8 @@ sessions count too. The report also gives the frames recorded per area.
 
 Record a file that covers every stage with
 
-    python agents/collect.py --player demonstration --buttons complex --stages all --episodes 12 \\
-        --workers 2 --output data/all.h5
+    python agents/collect.py --player demonstration --buttons complex --stages all --episodes 10 \\
+        --player-option follow_probability=0.5 --workers 2 --output data/all.h5
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings, strategies as st
 import sgaps_env
 from agents.demonstrations import (COLUMN_WIDTH, DEMONSTRATION_BUTTONS, DEMONSTRATIONS_DIR, DemonstrationError,
                                    DemonstrationPlayer, decode_actions, encode_actions, level_columns,
-                                   load_demonstrations, parse_demonstrations, replay, save_demonstrations,
-                                   screen_columns)
+                                   SKIP_LEAD_STEPS, load_demonstrations, parse_demonstrations, replay,
+                                   save_demonstrations, screen_columns, view_loops, view_skips)
 from agents.explorer import Explorer
 from sgaps_env.rollout import Rollout
 from sgaps_env.sampler import PatternSampler
@@ -31,8 +31,10 @@ def test_the_shipped_files_are_small_and_complete():
     assert len(SHIPPED) >= 24 and {"1-1", "2-2", "4-4", "7-4"} <= set(SHIPPED)
     for stage in SHIPPED:
         demonstrations = load_demonstrations(stage)
-        assert len({d.noops for d in demonstrations}) == len(demonstrations), "one per no-op start"
-        assert all(d.goal_x > 0 and d.spans and d.found.get("frames_emulated") for d in demonstrations), stage
+        assert len({(d.route, d.noops) for d in demonstrations}) == len(demonstrations), "one per route and start"
+        assert all(d.goal_x > 0 and d.spans and d.skips is not None and d.loops is not None
+                   and d.found.get("frames_emulated") for d in demonstrations), stage
+        assert any(d.route == "main" for d in demonstrations), stage
         assert (DEMONSTRATIONS_DIR / f"{stage}.json").stat().st_size < 64_000, "kilobytes per stage"
 
 
@@ -56,7 +58,7 @@ def test_every_shipped_demonstration_replays_to_the_goal(stage):
     env = demo_env(stage)
     try:
         for demonstration in load_demonstrations(stage):
-            assert replay(demonstration, env).reached_goal, (stage, demonstration.noops)
+            assert replay(demonstration, env).reached_goal, (stage, demonstration.route, demonstration.noops)
     finally:
         env.close()
 
@@ -125,6 +127,11 @@ def _file(**changes):
     ({"demonstrations": [{"noops": 0, "steps": 1, "actions": "a?"}]}, "unexpected '\\?'"),
     ({"demonstrations": [{"noops": 0, "steps": 1, "actions": "a99999b99999"}]}, "longer than"),
     ({"demonstrations": [{"noops": 0, "steps": 1, "actions": "a", "spans": [[0, 1, 5, 2]]}]}, "spans"),
+    ({"demonstrations": [{"noops": 0, "steps": 2, "actions": "a2", "skips": [1, 1]}]}, "increasing"),
+    ({"demonstrations": [{"noops": 0, "steps": 2, "actions": "a2", "skips": [2]}]}, "skips"),
+    ({"demonstrations": [{"noops": 0, "steps": 2, "actions": "a2", "skips": "1"}]}, "skips"),
+    ({"demonstrations": [{"noops": 0, "steps": 1, "actions": "a", "loops": [[0, 1]]}]}, "loops"),
+    ({"demonstrations": [{"noops": 0, "steps": 1, "actions": "a", "route": "fly"}]}, "route"),
 ])
 def test_malformed_files_are_refused_with_the_reason(changes, message):
     with pytest.raises(DemonstrationError, match=message):
@@ -150,10 +157,13 @@ def test_saved_files_load_back(tmp_path):
     path = save_demonstrations(demonstrations, tmp_path)
     loaded = load_demonstrations("1-1", tmp_path)
     assert path.name == "1-1.json"
-    assert [d.noops for d in loaded] == sorted(d.noops for d in demonstrations)
-    for before, after in zip(sorted(demonstrations, key=lambda d: d.noops), loaded):
+    assert {d.route for d in loaded} == {"main", "walk"}, "1-1 ships both routes"
+    in_order = sorted(demonstrations, key=lambda d: (d.route != "main", d.noops))
+    assert [(d.route, d.noops) for d in loaded] == [(d.route, d.noops) for d in in_order]
+    for before, after in zip(in_order, loaded):
         np.testing.assert_array_equal(before.actions, after.actions)
-        assert before.spans == after.spans and before.goal_x == after.goal_x
+        assert (before.spans, before.skips, before.loops, before.route, before.goal_x) == (
+            after.spans, after.skips, after.loops, after.route, after.goal_x)
 
 
 # --- snapshots and the no-op option of the environment ------------------------------------------------------
@@ -301,7 +311,7 @@ def test_the_player_waits_into_step_with_a_demonstration_and_follows_it_to_the_f
 
 
 def test_the_player_departs_and_the_episodes_differ():
-    player = DemonstrationPlayer(follow_probability=0.0, seed=0)
+    player = DemonstrationPlayer(follow_probability=0.0, skip_departure_probability=0.0, seed=0)
     departures = []
     for seed in range(3):
         _, buttons = _play(player, seed)
@@ -311,6 +321,43 @@ def test_the_player_departs_and_the_episodes_differ():
         assert len(buttons) > departure, "and played on after it"
         departures.append(departure)
     assert len(set(departures)) == 3
+
+
+def test_a_skip_departure_walks_the_stretch_the_pipe_skips():
+    """1-1's demonstrations take the pipe at x 909 to the bonus room and come out at x 2616: departing
+    just before it, the episode walks ground that no demonstration shows."""
+    player = DemonstrationPlayer(follow_probability=0.0, skip_departure_probability=1.0, seed=1)
+    shown_by_demonstrations = {column for d in load_demonstrations("1-1") if d.route == "main"
+                               for column in screen_columns_of(d)}
+    walked = []
+    for seed in range(12):
+        env = demo_env("1-1")
+        rollout = Rollout(env, player, PatternSampler("random", env.sample_count), seed=seed, max_steps=500)
+        states = np.stack([step.observation["state"] for step in rollout])
+        env.close()
+        if player.demonstration.route == "walk":  # it has no skips: it walks past the pipe anyway
+            assert player.demonstration.skips == []
+            continue
+        (skip,), wait = player.demonstration.skips, len(player._plan) - len(player.demonstration.actions)
+        assert SKIP_LEAD_STEPS[0] <= wait + skip - player._departure <= SKIP_LEAD_STEPS[1]
+        walked.append(len((screen_columns(states) & level_columns("1-1")) - shown_by_demonstrations))
+        if len(walked) == 3:
+            break
+    assert len(walked) == 3 and min(walked) >= 8, f"columns the pipe skips shown per episode: {walked}"
+
+
+def screen_columns_of(demonstration):
+    return {(area, area_type, column) for area, area_type, first, last in demonstration.spans
+            for column in range(first, last + 1)}
+
+
+def test_a_skip_is_a_jump_of_the_view_past_columns_it_never_shows():
+    into_room_and_out_further = np.concatenate([_states([0, 10, 20]), _states([20], area_type=2), _states([600, 610])])
+    assert view_skips(into_room_and_out_further) == [2], "out of the room (step 3) skips nothing"
+    assert view_skips(_states([0, 600])) == [0], "a pipe within the area"
+    assert view_skips(_states([0, 600, 100])) == [0], "a loop back skips nothing"
+    assert view_skips(_states([0, 300, 40, 60])) == [], "columns 16-17 are shown later"
+    assert view_skips(_states([0])) == []
 
 
 def test_the_player_needs_the_complex_button_set():
@@ -332,9 +379,10 @@ def _states(camera_x, area=0, area_type=1):
 
 
 def test_a_frame_shows_the_sixteen_columns_right_of_the_camera():
-    columns = screen_columns(_states([0, 8, 40]))
-    assert columns == {(0, 1, c) for c in range(0, 40 // COLUMN_WIDTH + 16)}
     assert screen_columns(_states([0], area=1, area_type=2)) == {(1, 2, c) for c in range(16)}
+    assert screen_columns(_states([32])) == {(0, 1, c) for c in range(2, 18)}, "on a column boundary: 16"
+    assert screen_columns(_states([40])) == {(0, 1, c) for c in range(2, 19)}, "pixels 40-295 touch 17 columns"
+    assert screen_columns(_states([0, 8, 40])) == {(0, 1, c) for c in range(19)}
 
 
 def test_the_level_spans_every_column_from_start_to_goal_of_each_area():
@@ -342,6 +390,30 @@ def test_the_level_spans_every_column_from_start_to_goal_of_each_area():
     ground = sorted(c for a, t, c in level if (a, t) == (0, 1))
     assert ground == list(range(ground[0], ground[-1] + 1)), "no gaps, even where the pipe skips ahead"
     assert ground[0] == 0 and ground[-1] * COLUMN_WIDTH > load_demonstrations("1-1")[0].goal_x
+
+
+def test_the_view_turning_back_is_a_loop():
+    assert view_loops(_states([0, 10, 2454, 2460, 1437, 1440])) == [(0, 1, 2460)]
+    assert view_loops(_states([0, 10, 20])) == [] and view_loops(_states([0])) == []
+    assert view_loops(np.concatenate([_states([900]), _states([20], area_type=2)])) == [], "another area"
+
+
+def test_columns_past_a_loop_are_not_level(tmp_path):
+    """8-4 loops at camera x 2,454 unless Mario takes the pipe before it, which lands at 3,072: the columns
+    in between are never on screen. Its probes find the second loop, at about 3,730, that a pipe skips."""
+    (eight_four,) = [d for d in load_demonstrations("8-4") if d.noops == 30]
+    assert any(2440 <= camera <= 2460 for _, _, camera in eight_four.loops), "seen in the replay"
+    assert any(3700 <= camera <= 3750 for _, _, camera in eight_four.loops), "found by the probes"
+    level = {c for a, t, c in level_columns("8-4") if (a, t) == (3, 3)}
+    assert not level & set(range(2720 // COLUMN_WIDTH, 3072 // COLUMN_WIDTH))
+    assert {3072 // COLUMN_WIDTH, 2700 // COLUMN_WIDTH} <= level
+    # the same demonstration without its loops: every column from the first to the last
+    bare = load_demonstrations("8-4")
+    for demonstration in bare:
+        demonstration.loops = []
+    save_demonstrations(bare, tmp_path)
+    assert set(range(2720 // COLUMN_WIDTH, 3072 // COLUMN_WIDTH)) <= {
+        c for a, t, c in level_columns("8-4", tmp_path) if (a, t) == (3, 3)}
 
 
 # --- recording with the player, and the coverage report -----------------------------------------------------
@@ -374,8 +446,9 @@ def test_coverage_counts_the_columns_the_recorded_frames_show(tmp_path):
     one_one, one_two = report
     level = level_columns("1-1")
     furthest_camera = max(int(field_ints(s.states()[0], "camera_x").max()) for s in list_sessions(output))
-    # 120 steps along the demonstration stay on the ground of area 0, so the frames show columns 0..camera/16 + 15
-    expected = {(0, 1, c) for c in range(furthest_camera // COLUMN_WIDTH + 16)} & level
+    # 120 steps along the demonstration stay on the ground of area 0, so the frames show the columns up to
+    # the one holding the furthest screen's last pixel
+    expected = {(0, 1, c) for c in range((furthest_camera + 255) // COLUMN_WIDTH + 1)} & level
     assert one_one.shown_columns == len(expected) and one_one.level_columns == len(level)
     assert one_one.coverage == pytest.approx(len(expected) / len(level))
     assert one_one.sessions == 2 and one_one.frames == sum(len(s) for s in list_sessions(output))
