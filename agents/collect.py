@@ -56,8 +56,9 @@ class Args:
     pattern: Literal[*sorted(PATTERNS)] = "random"
     """where each frame is sampled: a fixed pattern ('random' and 'stratified' are redrawn every frame)"""
     stages: list[str] = field(default_factory=lambda: ["1-1"])
-    """stages to record, 'W-S' each; 'all' means the 32 stages; 'game' means the whole game from 1-1 (episodes end
-    at game over)"""
+    """stages to record, 'W-S' each; 'all' means the 32 stages, 'train-worlds' the 16 of worlds 1-4 (the only
+    ones a reconstructor may train on), 'held-out-worlds' those of worlds 5-8; 'game' means the whole game from
+    1-1 (episodes end at game over)"""
     episodes: int = 4
     """episodes per stage (ignored when --frames is given)"""
     frames: int | None = None

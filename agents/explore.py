@@ -45,7 +45,7 @@ class Args:
     """Options of the explorer."""
 
     stages: list[str] = field(default_factory=lambda: ["all"])
-    """stages to explore, 'W-S' each; 'all' means the 32 stages"""
+    """stages to explore, 'W-S' each; 'all' means the 32 stages ('train-worlds': 1-1..4-4, 'held-out-worlds')"""
     noops: list[int] = field(default_factory=lambda: [30, 29, 28, 27])
     """no-op starts to find a demonstration for (one per residue mod 4 lets the demonstration player
     start from any no-op count up to the largest: it waits the difference)"""

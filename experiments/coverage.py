@@ -48,7 +48,7 @@ class Args:
     paths: tyro.conf.Positional[list[Path]]
     """session files (index .h5) to measure"""
     stages: list[str] = field(default_factory=lambda: ["all"])
-    """stages to report, 'W-S' each; 'all' means the 32 stages"""
+    """stages to report, 'W-S' each; 'all' means the 32 stages ('train-worlds': 1-1..4-4, 'held-out-worlds')"""
     demonstrations: Path = DEMONSTRATIONS_DIR
     """folder of the demonstration files that define each level's extent"""
     target: float | None = None

@@ -7,7 +7,9 @@ Each session is replayed in order; every frame's pixels are re-sampled from the 
 scored against the truth: PSNR (full frame), SSIM (scikit-image), foreground PSNR (inside the
 RAM-given sprite boxes, frames with sprites only) and milliseconds per frame. Stateless
 baselines and the metrics run on every --score-every-th frame; reconstructors with a memory see
-every frame. Stages are labelled "trained" when the checkpoint holds a level prior for them.
+every frame. Results are grouped by worlds (1-4, on which models may train, and the held-out 5-8;
+see sgaps_env.worlds) and, within them, by whether the checkpoint holds a level prior for the stage
+("trained") or not ("unseen"). The split is printed with every report.
 
 Writes to --output: summary.md (tables), summary.csv, frames.csv (every scored frame),
 and psnr_vs_budget.png. `make demo` draws reconstructions side by side.
@@ -30,6 +32,7 @@ from models.evaluation import evaluate_sessions, summarize
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
+from sgaps_env.worlds import SPLIT_DESCRIPTION, stage_group
 
 
 @dataclass
@@ -77,6 +80,24 @@ def stage_of(checkpoint_key: str) -> str:
     return checkpoint_key.split("-", 1)[1] if "-" in checkpoint_key else checkpoint_key
 
 
+def group_of(stage: str, trained_stages: set[str]) -> str:
+    """``"worlds 5-8, unseen stages"``: the world group of ``stage`` and whether the checkpoint has its prior."""
+    try:
+        worlds = stage_group(stage)
+    except ValueError:  # a whole-game session
+        worlds = "whole game"
+    return f"{worlds}, {'trained' if stage in trained_stages else 'unseen'} stages"
+
+
+def split_line(spt: SPTReconstructor | None) -> str:
+    """The split every report states, with what the checkpoint itself records."""
+    line = f"Split: {SPLIT_DESCRIPTION}"
+    if spt is not None:
+        recorded = spt.metadata.get("split")
+        line += f" (the checkpoint records: {recorded})" if recorded else " (the checkpoint predates split metadata)"
+    return line
+
+
 def markdown_table(entries: list[dict], columns: list[str]) -> str:
     def cell(value):
         return f"{value:.2f}" if isinstance(value, float) else str(value)
@@ -98,24 +119,25 @@ def main(args: Args) -> dict:
                                   score_every=args.score_every, progress=args.progress)
     for row in rows:
         row["stage"] = stage_of(row["checkpoint_key"])
-        row["stages"] = "trained" if row["stage"] in trained_stages else "unseen"
+        row["group"] = group_of(row["stage"], trained_stages)
 
-    overall = summarize(rows, ("stages", "budget", "reconstructor"))
+    overall = summarize(rows, ("group", "budget", "reconstructor"))
     per_stage = summarize(rows, ("stage", "budget", "reconstructor"))
-    overall.sort(key=lambda e: (e["stages"], e["budget"], -e["psnr"]))
+    overall.sort(key=lambda e: (e["group"], e["budget"], -e["psnr"]))
     per_stage.sort(key=lambda e: (e["stage"], e["budget"], -e["psnr"]))
     columns = ["reconstructor", "frames", "psnr", "ssim", "foreground_psnr", "ms"]
     lines = [f"# Reconstruction on held-out sessions ({args.pattern} pixels, {args.color})", "",
              f"Command: `python experiments/evaluate_reconstructors.py {shlex.join(sys.argv[1:])}`",
-             f"Checkpoint: `{args.checkpoint}`; trained stages: {sorted(trained_stages) or 'none'}.", ""]
-    for group in ("trained", "unseen"):
+             f"Checkpoint: `{args.checkpoint}`; trained stages: {sorted(trained_stages) or 'none'}.",
+             split_line(spt), ""]
+    for group in sorted({e["group"] for e in overall}):
         for budget in args.budgets:
-            entries = [e for e in overall if e["stages"] == group and e["budget"] == budget]
+            entries = [e for e in overall if e["group"] == group and e["budget"] == budget]
             if entries:
                 best_baseline = max((e for e in entries if e["reconstructor"] != "spt"), key=lambda e: e["psnr"],
                                     default=None)
                 spt_entry = next((e for e in entries if e["reconstructor"] == "spt"), None)
-                lines += [f"## {group} stages, {budget} pixels", "", markdown_table(entries, columns), ""]
+                lines += [f"## {group}, {budget} pixels", "", markdown_table(entries, columns), ""]
                 if best_baseline and spt_entry:
                     lines += [f"SPT - best baseline ({best_baseline['reconstructor']}): "
                               f"{spt_entry['psnr'] - best_baseline['psnr']:+.2f} dB", ""]
@@ -141,13 +163,13 @@ def plot_budgets(overall: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({e["stages"] for e in overall})
+    groups = sorted({e["group"] for e in overall})
     figure, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
     for axis, group in zip(axes[0], groups):
         for name in sorted({e["reconstructor"] for e in overall}):
-            points = sorted((e["budget"], e["psnr"]) for e in overall if e["stages"] == group and e["reconstructor"] == name)
+            points = sorted((e["budget"], e["psnr"]) for e in overall if e["group"] == group and e["reconstructor"] == name)
             axis.plot(*zip(*points), marker="o", label=name, linewidth=2.5 if name == "spt" else 1.2)
-        axis.set(title=f"{group} stages", xlabel="pixels per frame", ylabel="PSNR (dB)", xscale="log")
+        axis.set(title=group, xlabel="pixels per frame", ylabel="PSNR (dB)", xscale="log")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()

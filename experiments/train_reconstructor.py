@@ -5,6 +5,8 @@
     python experiments/train_reconstructor.py --data data/train.h5 --output runs/spt
 
 What happens, top to bottom:
+0. Every train and val session is checked to hold no frame of worlds 5-8 (sgaps_env.worlds: those are
+   held out for evaluation), and the checkpoint's metadata records the split.
 1. The level priors (per-pixel mode of every level area's background, sprites left out) are built
    from the TRAIN split of the sessions (sgaps_env.session_file.split_of: about 80/10/10 by session id).
 2. Sessions are replayed in order through the temporal memory (models.stream): each frame's pixels
@@ -52,6 +54,7 @@ from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, channels_for
 from sgaps_env.session_file import list_sessions
 from sgaps_env.sprites import TEMPLATE_SIZE
+from sgaps_env.worlds import SPLIT_DESCRIPTION, check_training_states, split_metadata
 
 
 @dataclass
@@ -195,6 +198,9 @@ def main(args: Args) -> dict:
     if not list_sessions(args.data, "val", need_frames=True):
         raise ValueError(f"no session of {args.data} falls in the val split, so no epoch can be validated: record "
                          "more sessions (about 10% of sessions are val sessions)")
+    for session in list_sessions(args.data, "train") + list_sessions(args.data, "val"):
+        check_training_states(session.states()[0], f"session {session.name} of {session.path}")
+    print(f"split: {SPLIT_DESCRIPTION}")
     args.output.mkdir(parents=True, exist_ok=True)
 
     # 1. level priors from the train split
@@ -280,7 +286,8 @@ def main(args: Args) -> dict:
                   "val_foreground_psnr_spt": validation["spt"]["foreground_psnr"]}
         history.append(record)
         print(json.dumps(record))
-        metadata = {"trained_on": ", ".join(map(str, args.data)), "size": args.size, "epochs": epoch + 1,
+        metadata = {"trained_on": ", ".join(map(str, args.data)), **split_metadata(), "size": args.size,
+                    "epochs": epoch + 1,
                     "val_psnr_500": spt_psnr, "command": "python experiments/train_reconstructor.py "
                     + shlex.join(sys.argv[1:])}
         training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,

@@ -38,6 +38,7 @@ from sgaps_env.session_file import list_sessions
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX, STATE_SCALE
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, ROTATION_PHASES, area_key, box_mask, camera_x, hud_digits,
                                rotation_phase, sprite_boxes)
+from sgaps_env.worlds import check_training_states
 
 #: ``LevelPrior.digit_index`` value of a digit the training frames never showed.
 DIGIT_UNSEEN = 255
@@ -162,6 +163,7 @@ class StagePriors:
         colours: dict[int, int] = {}
         for frame_indices, palette, states, masks in tqdm(sessions, desc="level priors", unit="session",
                                                           total=total, disable=not progress):
+            check_training_states(states, "a session given to StagePriors.build")
             palette = np.asarray(palette, np.int64)
             keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
             global_ids = np.array([colours.setdefault(int(k), len(colours)) for k in keys], dtype=np.int64)
@@ -216,9 +218,12 @@ class StagePriors:
     def from_session_files(cls, paths, split: str | None = "train", max_steps_per_session: int | None = None,
                            progress: bool = True) -> "StagePriors":
         """Build from the frames of session files (only sessions in ``split``; see
-        ``sgaps_env.session_file.split_of``). Sessions recorded without frames are left out."""
+        ``sgaps_env.session_file.split_of``). Sessions recorded without frames are left out. A session
+        with frames of worlds 5-8 is a ValueError before anything is built (``sgaps_env.worlds``)."""
         sessions = list_sessions(paths, split)
         rows = slice(0, max_steps_per_session)
+        for session in sessions:
+            check_training_states(session.states(rows)[0], f"session {session.name} of {session.path}")
 
         def encoded():
             for session in sessions:

@@ -61,14 +61,19 @@ ALL_STAGES = tuple(f"{world}-{stage}" for world in range(1, 9) for stage in rang
 
 
 def stage_names(stages: list[str], allow_game: bool = False) -> list[str | None]:
-    """Stage names as a user writes them -> distinct ``"W-S"`` names in order; ``"all"`` is the 32 stages.
+    """Stage names as a user writes them -> distinct ``"W-S"`` names in order; ``"all"`` is the 32 stages,
+    ``"train-worlds"`` the 16 of worlds 1-4 and ``"held-out-worlds"`` the 16 of worlds 5-8 (``sgaps_env.worlds``).
 
     With ``allow_game``, ``"game"`` (the whole game from 1-1) becomes None. Unknown names raise ValueError.
     """
+    from sgaps_env.worlds import HELD_OUT_WORLDS, TRAINING_WORLDS
+
+    groups = {"all": ALL_STAGES, "train-worlds": [s for s in ALL_STAGES if int(s[0]) in TRAINING_WORLDS],
+              "held-out-worlds": [s for s in ALL_STAGES if int(s[0]) in HELD_OUT_WORLDS]}
     result: list[str | None] = []
     for stage in stages:
-        if stage == "all":
-            result.extend(ALL_STAGES)
+        if stage in groups:
+            result.extend(groups[stage])
         elif stage == "game" and allow_game:
             result.append(None)
         else:
