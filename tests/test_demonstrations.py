@@ -267,6 +267,21 @@ def test_ledges_tell_apart_the_rows_mario_stands_on():
         fine.close()
 
 
+def test_a_walk_explorer_never_presses_down():
+    """The walk route's explorer keeps no sequence with a down press (so no pipe is entered); the main one does."""
+    down = DEMONSTRATION_BUTTONS.index(("down",))
+    walker, main = Explorer("1-1", noops=30, seed=0, never_down=True), Explorer("1-1", noops=30, seed=0)
+    try:
+        walker.run(max_frames=1_500)
+        main.run(max_frames=1_500)
+    finally:
+        walker.close()
+        main.close()
+    assert len(walker.archive) > 10
+    assert not any(down in record.actions for record in walker.archive.values())
+    assert any(down in record.actions for record in main.archive.values())
+
+
 @pytest.mark.slow
 def test_explorer_finds_the_flag_of_1_1_from_scratch():
     explorer = Explorer("1-1", noops=10, seed=3)
