@@ -128,13 +128,22 @@ def screen_columns(states: np.ndarray) -> set[tuple[int, int, int]]:
     states = np.asarray(states)
     if states.ndim != 2 or len(states) == 0:
         return set()
-    camera = field_ints(states, "camera_x")
-    views = np.stack([field_ints(states, "area"), field_ints(states, "area_type"), camera // COLUMN_WIDTH,
-                      (camera + FRAME_WIDTH - 1) // COLUMN_WIDTH], axis=1)
+    areas, area_types, camera = _views(states)
+    views = np.stack([areas, area_types, camera // COLUMN_WIDTH, _last_column(camera)], axis=1)
     columns = set()
     for area, area_type, first, last in np.unique(views, axis=0).tolist():
         columns.update((area, area_type, column) for column in range(first, last + 1))
     return columns
+
+
+def _views(states: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(area, area_type, camera_x)``, each ``(T,)`` int, of state vectors ``states (T, D)``."""
+    return field_ints(states, "area"), field_ints(states, "area_type"), field_ints(states, "camera_x")
+
+
+def _last_column(camera):
+    """The last column a frame with this ``camera_x`` shows (in part): ``(camera_x + 255) // 16``."""
+    return (camera + FRAME_WIDTH - 1) // COLUMN_WIDTH
 
 
 def view_skips(states: np.ndarray) -> list[int]:
@@ -149,8 +158,8 @@ def view_skips(states: np.ndarray) -> list[int]:
     states = np.asarray(states)
     if states.ndim != 2 or len(states) < 2:
         return []
-    areas, area_types = field_ints(states, "area"), field_ints(states, "area_type")
-    places, camera = areas * 256 + area_types, field_ints(states, "camera_x")
+    areas, area_types, camera = _views(states)
+    places = areas * 256 + area_types
     jumps = np.flatnonzero((places[1:] != places[:-1]) | (np.abs(np.diff(camera)) > JUMP_DISTANCE))
     shown = screen_columns(states)
     skips = []
@@ -158,7 +167,7 @@ def view_skips(states: np.ndarray) -> list[int]:
         back = np.flatnonzero(places[k + 1:] == places[k])
         if len(back) == 0:
             continue
-        first = (int(camera[k]) + FRAME_WIDTH) // COLUMN_WIDTH
+        first = _last_column(int(camera[k])) + 1
         last = int(camera[k + 1 + back[0]]) // COLUMN_WIDTH
         place = (int(areas[k]), int(area_types[k]))
         if any((*place, column) not in shown for column in range(first, last)):
@@ -171,8 +180,7 @@ def view_loops(states: np.ndarray) -> list[tuple[int, int, int]]:
     states = np.asarray(states)
     if states.ndim != 2 or len(states) < 2:
         return []
-    areas, area_types = field_ints(states, "area"), field_ints(states, "area_type")
-    camera = field_ints(states, "camera_x")
+    areas, area_types, camera = _views(states)
     places = areas * 256 + area_types
     back = np.flatnonzero((places[1:] == places[:-1]) & (np.diff(camera) < -JUMP_DISTANCE))
     return sorted({(int(areas[k]), int(area_types[k]), int(camera[k])) for k in back.tolist()})
@@ -248,7 +256,7 @@ def level_columns(stage: str, directory: str | Path | None = None) -> set[tuple[
     level = {(area, area_type, column) for (area, area_type), (first, last) in extent.items()
              for column in range(first, last + 1)}
     for area, area_type, camera in {loop for demonstration in demonstrations for loop in demonstration.loops}:
-        column = (camera + FRAME_WIDTH - 1) // COLUMN_WIDTH + 1
+        column = _last_column(camera) + 1
         while (area, area_type, column) in level and (area, area_type, column) not in shown:
             level.discard((area, area_type, column))
             column += 1

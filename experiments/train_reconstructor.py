@@ -54,7 +54,7 @@ from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, channels_for
 from sgaps_env.session_file import list_sessions
 from sgaps_env.sprites import TEMPLATE_SIZE
-from sgaps_env.worlds import SPLIT_DESCRIPTION, check_training_states, split_metadata
+from sgaps_env.worlds import SPLIT_DESCRIPTION, check_training_sessions, split_metadata
 
 
 @dataclass
@@ -198,8 +198,7 @@ def main(args: Args) -> dict:
     if not list_sessions(args.data, "val", need_frames=True):
         raise ValueError(f"no session of {args.data} falls in the val split, so no epoch can be validated: record "
                          "more sessions (about 10% of sessions are val sessions)")
-    for session in list_sessions(args.data, "train") + list_sessions(args.data, "val"):
-        check_training_states(session.states()[0], f"session {session.name} of {session.path}")
+    check_training_sessions(list_sessions(args.data, "train") + list_sessions(args.data, "val"))
     print(f"split: {SPLIT_DESCRIPTION}")
     args.output.mkdir(parents=True, exist_ok=True)
 

@@ -38,7 +38,7 @@ from sgaps_env.session_file import list_sessions
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX, STATE_SCALE
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, ROTATION_PHASES, area_key, box_mask, camera_x, hud_digits,
                                rotation_phase, sprite_boxes)
-from sgaps_env.worlds import check_training_states
+from sgaps_env.worlds import check_training_sessions, check_training_states
 
 #: ``LevelPrior.digit_index`` value of a digit the training frames never showed.
 DIGIT_UNSEEN = 255
@@ -222,8 +222,7 @@ class StagePriors:
         with frames of worlds 5-8 is a ValueError before anything is built (``sgaps_env.worlds``)."""
         sessions = list_sessions(paths, split)
         rows = slice(0, max_steps_per_session)
-        for session in sessions:
-            check_training_states(session.states(rows)[0], f"session {session.name} of {session.path}")
+        check_training_sessions(sessions, rows)
 
         def encoded():
             for session in sessions:

@@ -27,7 +27,7 @@ from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH
 from sgaps_env.session_file import list_sessions
 from sgaps_env.sprites import HUD_ROWS
 from sgaps_env.state import field_ints
-from sgaps_env.worlds import check_training_states, held_out_rows
+from sgaps_env.worlds import check_training_sessions, held_out_rows
 
 #: Edge of a background tile in pixels.
 TILE = 8
@@ -59,8 +59,6 @@ def canonical_shapes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(..., 64)`` colour codes -> ``(shapes (..., 64) uint8 ranks by first appearance, valid (...) bool)``."""
     flat = blocks.reshape(-1, blocks.shape[-1])
     shapes = np.zeros(flat.shape, np.uint8)
-    valid = np.ones(len(flat), bool)
-    ranks = np.zeros(flat.shape, np.int16)
     remaining = np.ones(flat.shape, bool)
     for rank in range(TILE_COLOURS):
         # the first pixel not yet ranked defines the next colour
@@ -68,10 +66,9 @@ def canonical_shapes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         has_more = remaining[np.arange(len(flat)), first]
         colour = flat[np.arange(len(flat)), first]
         same = remaining & (flat == colour[:, None]) & has_more[:, None]
-        ranks[same] = rank
+        shapes[same] = rank
         remaining &= ~same
-    valid &= ~remaining.any(axis=1)
-    shapes[:] = ranks
+    valid = ~remaining.any(axis=1)
     shapes[~valid] = 0
     return shapes.reshape(blocks.shape), valid.reshape(blocks.shape[:-1])
 
@@ -107,8 +104,7 @@ class TileVocabulary:
         rows = slice(0, max_steps_per_session)
         if skip_held_out:
             sessions = [session for session in sessions if not held_out_rows(session.states(slice(0, 1))[0])[0]]
-        for session in sessions:
-            check_training_states(session.states(rows)[0], f"session {session.name} of {session.path}")
+        check_training_sessions(sessions, rows)
         vocabulary = cls()
         for session in tqdm(sessions, desc="tile vocabulary", unit="session", disable=not progress):
             for frame, camera in zip(session.frames(rows), field_ints(session.states(rows)[0], "camera_x")):

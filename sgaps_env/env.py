@@ -15,6 +15,7 @@ from sgaps_env.coords import (COLOR_CHANNELS, FRAME_HEIGHT, FRAME_WIDTH, PATTERN
                               make_pattern, validate_coords)
 from sgaps_env.render import HumanViewer
 from sgaps_env.state import DEFAULT_MAX_STATE_DIM, DEFAULT_SENTINEL, StateVectorReader
+from sgaps_env.worlds import HELD_OUT_STAGES, TRAINING_STAGES
 
 #: The reward a step can return.
 REWARD_MODES = ("game", "reconstruction")
@@ -66,10 +67,7 @@ def stage_names(stages: list[str], allow_game: bool = False) -> list[str | None]
 
     With ``allow_game``, ``"game"`` (the whole game from 1-1) becomes None. Unknown names raise ValueError.
     """
-    from sgaps_env.worlds import HELD_OUT_WORLDS, TRAINING_WORLDS
-
-    groups = {"all": ALL_STAGES, "train-worlds": [s for s in ALL_STAGES if int(s[0]) in TRAINING_WORLDS],
-              "held-out-worlds": [s for s in ALL_STAGES if int(s[0]) in HELD_OUT_WORLDS]}
+    groups = {"all": ALL_STAGES, "train-worlds": TRAINING_STAGES, "held-out-worlds": HELD_OUT_STAGES}
     result: list[str | None] = []
     for stage in stages:
         if stage in groups:

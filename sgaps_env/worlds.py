@@ -27,8 +27,10 @@ TRAINING_GROUP, HELD_OUT_GROUP = "worlds 1-4", "worlds 5-8"
 #: How every evaluation and checkpoint states the split.
 SPLIT_DESCRIPTION = "trained on worlds 1-4 (all 16 stages); worlds 5-8 held out, evaluation only"
 
-#: The ``--stages`` of a recording that may train: the 16 stages of worlds 1-4.
+#: The ``--stages train-worlds`` of a recording that may train: the 16 stages of worlds 1-4.
 TRAINING_STAGES = tuple(f"{world}-{stage}" for world in TRAINING_WORLDS for stage in range(1, 5))
+#: ``--stages held-out-worlds``: the 16 stages of worlds 5-8.
+HELD_OUT_STAGES = tuple(f"{world}-{stage}" for world in HELD_OUT_WORLDS for stage in range(1, 5))
 
 
 def world_group(world: int) -> str:
@@ -69,3 +71,10 @@ def check_training_states(states: np.ndarray, where: str) -> None:
                          f"for evaluation and must not train a model or build a prior. Record training data "
                          f"from worlds 1-4 only (collect.py --stages {' '.join(TRAINING_STAGES[:2])} ... 4-4, or "
                          "--stages train-worlds)")
+
+
+def check_training_sessions(sessions, rows: slice = slice(None)) -> None:
+    """``check_training_states`` on the ``rows`` of every recorded session (``sgaps_env.session_file.RecordedSession``),
+    naming the session and its file."""
+    for session in sessions:
+        check_training_states(session.states(rows)[0], f"session {session.name} of {session.path}")
