@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from models.baselines import BASELINES, make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
+from models.tile_reconstructor import DEFAULT_CODEBOOK, TileReconstructor, load_codebook
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
 from sgaps_env.worlds import SPLIT_DESCRIPTION, stage_group
@@ -43,8 +44,11 @@ class Args:
     """held-out session files (every session is used)"""
     checkpoint: Path = DEFAULT_CHECKPOINT
     """SPT checkpoint"""
-    reconstructors: list[Literal["spt", *BASELINES]] = field(default_factory=lambda: ["spt", *BASELINES])
-    """reconstructors to score"""
+    codebook: Path = DEFAULT_CODEBOOK
+    """tile codebook of the level-agnostic reconstructor (``tiles``)"""
+    reconstructors: list[Literal["tiles", "spt", *BASELINES]] = field(
+        default_factory=lambda: ["tiles", "spt", *BASELINES])
+    """reconstructors to score: ``tiles`` is the level-agnostic one (models/tile_reconstructor.py)"""
     budgets: list[int] = field(default_factory=lambda: [250, 500, 1000])
     """pixels per frame"""
     pattern: Literal[*sorted(PATTERNS)] = "random"
@@ -89,12 +93,14 @@ def group_of(stage: str, trained_stages: set[str]) -> str:
     return f"{worlds}, {'trained' if stage in trained_stages else 'unseen'} stages"
 
 
-def split_line(spt: SPTReconstructor | None) -> str:
-    """The split every report states, with what the checkpoint itself records."""
+def split_line(spt: SPTReconstructor | None, codebook_metadata: dict | None = None) -> str:
+    """The split every report states, with what the checkpoint and the codebook themselves record."""
     line = f"Split: {SPLIT_DESCRIPTION}"
     if spt is not None:
         recorded = spt.metadata.get("split")
-        line += f" (the checkpoint records: {recorded})" if recorded else " (the checkpoint predates split metadata)"
+        line += f" (the SPT checkpoint records: {recorded})" if recorded else " (the SPT checkpoint predates split metadata)"
+    if codebook_metadata is not None:
+        line += f" (the tile codebook records: {codebook_metadata.get('split')})"
     return line
 
 
@@ -110,10 +116,12 @@ def main(args: Args) -> dict:
     validate(args)
     args.output.mkdir(parents=True, exist_ok=True)
     spt = SPTReconstructor(args.checkpoint) if "spt" in args.reconstructors else None
+    codebook, codebook_metadata = load_codebook(args.codebook) if "tiles" in args.reconstructors else (None, None)
     trained_stages = {key.rsplit("-", 1)[0] for key in (spt.priors.levels if spt else {})}
     rows = []
     for budget in args.budgets:
-        reconstructors = {name: spt if name == "spt" else make_baseline(name) for name in args.reconstructors}
+        reconstructors = {name: spt if name == "spt" else TileReconstructor(codebook) if name == "tiles"
+                          else make_baseline(name) for name in args.reconstructors}
         rows += evaluate_sessions(args.data, reconstructors, budget=budget, pattern=args.pattern, color=args.color,
                                   max_steps=args.max_steps, max_sessions=args.max_sessions, seed=args.seed,
                                   score_every=args.score_every, progress=args.progress)
@@ -129,18 +137,19 @@ def main(args: Args) -> dict:
     lines = [f"# Reconstruction on held-out sessions ({args.pattern} pixels, {args.color})", "",
              f"Command: `python experiments/evaluate_reconstructors.py {shlex.join(sys.argv[1:])}`",
              f"Checkpoint: `{args.checkpoint}`; trained stages: {sorted(trained_stages) or 'none'}.",
-             split_line(spt), ""]
+             split_line(spt, codebook_metadata), ""]
     for group in sorted({e["group"] for e in overall}):
         for budget in args.budgets:
             entries = [e for e in overall if e["group"] == group and e["budget"] == budget]
             if entries:
-                best_baseline = max((e for e in entries if e["reconstructor"] != "spt"), key=lambda e: e["psnr"],
+                best_baseline = max((e for e in entries if e["reconstructor"] in BASELINES), key=lambda e: e["psnr"],
                                     default=None)
-                spt_entry = next((e for e in entries if e["reconstructor"] == "spt"), None)
                 lines += [f"## {group}, {budget} pixels", "", markdown_table(entries, columns), ""]
-                if best_baseline and spt_entry:
-                    lines += [f"SPT - best baseline ({best_baseline['reconstructor']}): "
-                              f"{spt_entry['psnr'] - best_baseline['psnr']:+.2f} dB", ""]
+                for learned in ("tiles", "spt"):
+                    entry = next((e for e in entries if e["reconstructor"] == learned), None)
+                    if best_baseline and entry:
+                        lines += [f"{learned} - best baseline ({best_baseline['reconstructor']}): "
+                                  f"{entry['psnr'] - best_baseline['psnr']:+.2f} dB", ""]
     lines += ["## Per stage", "", markdown_table(per_stage, ["stage", "budget", *columns]), ""]
     (args.output / "summary.md").write_text("\n".join(lines))
     with open(args.output / "summary.csv", "w", newline="") as handle:

@@ -111,3 +111,23 @@ class TileVocabulary:
                 shapes, valid = frame_tiles(frame, int(camera))
                 vocabulary.add(shapes[valid])
         return vocabulary
+
+
+def colour_codes(values: np.ndarray) -> np.ndarray:
+    """``(..., C)`` uint8 (or values in [0, 1]) -> ``(...)`` int32 colour codes, the channels' 8-bit values packed."""
+    array = np.asarray(values)
+    if array.dtype != np.uint8:
+        array = np.clip(np.round(array * 255.0), 0, 255).astype(np.int32)
+    array = array.astype(np.int32)
+    codes = array[..., 0]
+    for channel in range(1, array.shape[-1]):
+        codes = (codes << 8) | array[..., channel]
+    return codes
+
+
+def code_values(codes: np.ndarray, channels: int) -> np.ndarray:
+    """Inverse of :func:`colour_codes`: ``(...)`` int codes -> ``(..., channels)`` float32 in [0, 1]."""
+    codes = np.asarray(codes, np.int64)
+    shifts = 8 * np.arange(channels - 1, -1, -1)
+    return (((codes[..., None] >> shifts) & 255) / 255.0).astype(np.float32)
+

@@ -1,0 +1,779 @@
+"""The level-agnostic reconstructor: every 16x16 block of the background named from a codebook counted on worlds 1-4.
+
+Super Mario Bros draws its background from 8x8 tiles of one pattern table, one palette per 16x16 block,
+and builds its levels from 16x16 metatiles, scrolled by the state's ``camera_x`` (``models.tile_vocabulary``).
+Blocks and tiles repeat across the whole game: the coloured 16x16 blocks of worlds 1-4 cover about 95% of
+the block instances of the held-out worlds 5-8, so a level never seen is still made of known blocks, and a
+few samples of a block name it. The codebook (:class:`TileCodebook`, counted by :class:`CodebookCounter`,
+built by ``experiments/build_codebook.py``, shipped as ``models/checkpoints/tiles-smb1-worlds1-4.npz``):
+
+| part | what it holds | what it decodes |
+|---|---|---|
+| blocks | coloured 16x16 blocks on the level's grid, sprite boxes left out, with their frequency | a block of the level |
+| tiles, shapes | coloured 8x8 tiles; their palette-normalised shapes | a block no counted block explains, tile by tile; a shape's unsampled colours come from the block's and its neighbours' samples |
+| status bar | its tiles per position, or per digit value where the state's timer, score, coins, world or stage decides the tile (positions found from the frames), or per palette rotation step (the blinking coin) | the status bar |
+| sprites | per pose (``sgaps_env.sprites``), the colour and how often it is there, of each pixel of the template window | the sprites at their RAM positions |
+
+Per session the reconstructor keeps, per level area, the colour of every background pixel sampled outside the
+RAM sprite boxes in level coordinates (pages of 16 block columns, at most ``max_pages``), and per block the
+codebook blocks that still match its samples (candidates only shrink; a sample that contradicts an older one
+means the block changed, so its older samples are dropped). A block is drawn as the posterior mean of its
+``top_k`` most probable matches, their prior being the mixture of their frequency on worlds 1-4 and their
+share of this session's decodes (a level reuses its own blocks: ``session_weight``); the posterior's entropy
+is kept per block, for sampling policies. Blocks never sampled copy the nearest decoded block, preferring
+their own row (sky continues sky). Then the sprites are blended over the background, and this frame's
+samples are pasted exactly. Nothing is fitted to a level: worlds 5-8 never enter a codebook
+(``sgaps_env.worlds``).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from models.baselines import _check_pixels
+from models.tile_vocabulary import TILE, TILE_COLOURS, canonical_shapes, code_values, colour_codes
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, uv_to_pixel
+from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, ROTATION_PHASES, TEMPLATE_SIZE, area_key,
+                               box_mask, camera_x, hud_digits, rotation_phase, sprite_boxes, template_windows)
+from sgaps_env.state import STATE_INDEX, field_int
+from sgaps_env.worlds import check_training_states
+
+#: Margin (pixels) around the RAM sprite boxes inside which samples never enter the tile memory.
+SPRITE_MARGIN = 2
+
+#: Edge of a block: the NES gives each 16x16 block one palette, and SMB builds its levels from 16x16 metatiles.
+BLOCK = 16
+BLOCK_PIXELS = BLOCK * BLOCK
+#: Block rows below the status bar.
+BLOCK_ROWS = (FRAME_HEIGHT - HUD_ROWS) // BLOCK
+SCREEN_BLOCK_COLUMNS = FRAME_WIDTH // BLOCK
+#: Posterior of a block's best candidate above which samples that agree with it need no new decode.
+CERTAIN = 0.999
+#: Block columns of one page of a level's memory.
+PAGE_BLOCKS = 16
+
+#: ``block pixel index -> (tile 0-3, pixel in tile)``: a block's four 8x8 tiles, row by row.
+_rows, _cols = np.divmod(np.arange(BLOCK_PIXELS), BLOCK)
+TILE_OF_PIXEL = (_rows // TILE) * 2 + _cols // TILE
+PIXEL_IN_TILE = (_rows % TILE) * TILE + _cols % TILE
+#: ``(4, 64)`` the block pixel indices of each tile.
+TILE_PIXELS = np.stack([np.flatnonzero(TILE_OF_PIXEL == t)[np.argsort(PIXEL_IN_TILE[TILE_OF_PIXEL == t])]
+                        for t in range(4)])
+
+
+def _log_frequencies(counts: np.ndarray) -> np.ndarray:
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+@dataclass
+class TileCodebook:
+    """What the background looks like, counted on worlds 1-4 (colours as :func:`colour_codes`):
+
+    - ``blocks (Kb, 256) int32`` whole coloured 16x16 blocks, ``block_log_prior (Kb,)``;
+    - ``tiles (Kt, 64) int32`` whole coloured 8x8 tiles, ``tile_log_prior (Kt,)``, for blocks never counted;
+    - ``shapes (N, 64) uint8`` palette-normalised tile shapes, ``shape_log_prior (N,)``, for tiles drawn in
+      colours never counted."""
+
+    blocks: np.ndarray
+    block_log_prior: np.ndarray
+    tiles: np.ndarray
+    tile_log_prior: np.ndarray
+    shapes: np.ndarray
+    shape_log_prior: np.ndarray
+    hud_tiles: np.ndarray | None = None
+    """``(M, 64) int32`` coloured status-bar tiles, each under ``hud_keys (M,) int32``: the tile position
+    (0-127, row by row) for fixed text, or ``HUD_DIGIT_KEY + value`` for a digit's glyph"""
+    hud_keys: np.ndarray | None = None
+    hud_log_prior: np.ndarray | None = None
+    hud_digit_slot: np.ndarray | None = None
+    """``(128,) int8``: which of :func:`status_digits` each status-bar tile position shows (-1: fixed text)"""
+    sprite_colours: np.ndarray | None = None
+    """``(POSE_COUNT, 40, 24) int32`` each sprite pose's colour code per pixel of its template window"""
+    sprite_opacity: np.ndarray | None = None
+    """``(POSE_COUNT, 40, 24) float32`` how often that colour was there (0 where the pose shows background)"""
+
+    @staticmethod
+    def _ranked(counts, dtype, min_count: int) -> tuple[np.ndarray, np.ndarray]:
+        items = sorted(((count, key) for key, count in counts.items() if count >= min_count), key=lambda i: -i[0])
+        if not items:
+            raise ValueError(f"nothing was seen {min_count} times: count the tiles of more frames")
+        return (np.stack([np.frombuffer(key, dtype) for _, key in items]),
+                _log_frequencies(np.array([count for count, _ in items], np.float64)))
+
+    @classmethod
+    def from_counts(cls, block_counts, tile_counts, shape_counts, min_count: int = 2, hud=None,
+                    sprites: tuple[np.ndarray, np.ndarray] | None = None) -> "TileCodebook":
+        """From counters of ``bytes`` keys: coloured blocks (256 int32 codes), coloured tiles (64 int32 codes)
+        and shapes (64 uint8 ranks); what was seen fewer than ``min_count`` times is left out. ``hud`` is
+        ``(hud_tiles, hud_keys, hud_log_prior, hud_digit_slot)``, ``sprites`` ``(sprite_colours, sprite_opacity)``."""
+        return cls(*cls._ranked(block_counts, np.int32, min_count), *cls._ranked(tile_counts, np.int32, min_count),
+                   *cls._ranked(shape_counts, np.uint8, min_count), *(hud or (None,) * 4),
+                   *(sprites or (None, None)))
+
+
+#: Status-bar tile positions (4 rows of 32) and the key of a digit glyph in :attr:`TileCodebook.hud_keys`.
+HUD_TILES = (HUD_ROWS // TILE) * (FRAME_WIDTH // TILE)
+HUD_DIGIT_KEY = HUD_TILES
+
+
+#: The last of :func:`status_digits` is the palette rotation step (the status bar's coin blinks with it).
+ROTATION_SLOT = HUD_DIGIT_SLOTS + 2
+#: Key of a blinking status-bar tile at position ``p`` and rotation step ``r``: ``HUD_ROTATION_KEY + p * 6 + r``.
+HUD_ROTATION_KEY = HUD_DIGIT_KEY + 10
+
+
+def status_digits(state: np.ndarray) -> np.ndarray:
+    """``(14,)`` what the status bar shows: the digits of the timer (3), score (6), coins (2), world and stage,
+    then the palette rotation step; -1 where the state lacks it (not playing)."""
+    phase = rotation_phase(state)
+    if state[STATE_INDEX["timer"]] < 0:
+        return np.array([-1] * ROTATION_SLOT + [-1 if phase is None else phase], np.int64)
+    return np.concatenate([hud_digits(state) % 10, [(field_int(state, "world") + 1) % 10,
+                                                    (field_int(state, "stage") + 1) % 10,
+                                                    -1 if phase is None else phase]])
+
+
+def status_keys(slots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``(HUD_TILES,)`` the codebook key of each status-bar tile, given its ``slots`` (``hud_digit_slot``) and
+    :func:`status_digits` ``values``; -1 where the value it depends on is unknown."""
+    positions = np.arange(HUD_TILES)
+    value = values[np.maximum(slots, 0)]
+    keyed = np.where(slots == ROTATION_SLOT, HUD_ROTATION_KEY + positions * ROTATION_PHASES + value,
+                     HUD_DIGIT_KEY + value)
+    return np.where(slots < 0, positions, np.where(value >= 0, keyed, -1))
+
+
+def hud_tiles(codes: np.ndarray) -> np.ndarray:
+    """``(H, W)`` colour codes -> ``(HUD_TILES, 64)`` the status bar's tiles, row by row."""
+    rows, columns = HUD_ROWS // TILE, FRAME_WIDTH // TILE
+    return codes[:HUD_ROWS].reshape(rows, TILE, columns, TILE).transpose(0, 2, 1, 3).reshape(HUD_TILES, TILE * TILE)
+
+
+def _void_rows(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    return array.view(np.dtype((np.void, array.dtype.itemsize * array.shape[1]))).ravel()
+
+
+def _count_rows(counter: Counter, rows: np.ndarray) -> None:
+    """Add each row of ``rows (n, P)`` to ``counter`` keyed by its bytes."""
+    if len(rows):
+        unique, counts = np.unique(_void_rows(rows), return_counts=True)
+        for row, count in zip(unique.tolist(), counts.tolist()):
+            counter[bytes(row)] += count
+
+
+def _grid(array: np.ndarray, first_column: int, size: int) -> np.ndarray:
+    """``(rows * size, W)`` -> ``(rows * K, size * size)``: the whole size x size cells from ``first_column``."""
+    rows, columns = array.shape[0] // size, (array.shape[1] - first_column) // size
+    cells = array[:rows * size, first_column:first_column + columns * size]
+    return cells.reshape(rows, size, columns, size).transpose(0, 2, 1, 3).reshape(rows * columns, size * size)
+
+
+class CodebookCounter:
+    """Counts what a :class:`TileCodebook` holds from frames of worlds 1-4: coloured 16x16 blocks and 8x8 tiles
+    on the level's grid outside the RAM sprite boxes, the status bar's tiles with the digits the state says
+    they show, and the sprites' template windows."""
+
+    def __init__(self):
+        self.blocks, self.tiles = Counter(), Counter()
+        self.sprites = SpriteVotes()
+        self._hud_hashes: list[np.ndarray] = []  # per frame (HUD_TILES,) int64, -1 under a sprite
+        self._hud_digits: list[np.ndarray] = []  # per frame (13,)
+        self._hud_tiles: dict[int, bytes] = {}
+        self._hash = np.random.default_rng(0).integers(1, 2 ** 31, TILE * TILE, dtype=np.int64)
+
+    def add(self, frames: np.ndarray, states: np.ndarray, masks: np.ndarray) -> None:
+        """Count one session's ``frames (T, H, W, 3) uint8`` with their ``states, masks (T, D)``."""
+        check_training_states(states, "a session given to CodebookCounter")
+        blocks, tiles = [], []
+        for frame, state, mask in zip(frames, states, masks):
+            codes = colour_codes(frame)
+            boxes = sprite_boxes(state, mask)
+            sprites = box_mask(boxes, margin=SPRITE_MARGIN)
+            camera = max(0, camera_x(state))
+            for size, found in ((BLOCK, blocks), (TILE, tiles)):
+                first = (-camera) % size
+                cells = _grid(codes[HUD_ROWS:], first, size)
+                found.append(cells[~_grid(sprites[HUD_ROWS:], first, size).any(axis=1)])
+            status = hud_tiles(codes)
+            hashes = status.astype(np.int64) @ self._hash
+            hashes[hud_tiles(sprites).any(axis=1)] = -1
+            for code, tile in zip(hashes.tolist(), status):
+                if code >= 0 and code not in self._hud_tiles:
+                    self._hud_tiles[code] = tile.astype(np.int32).tobytes()
+            self._hud_hashes.append(hashes)
+            self._hud_digits.append(status_digits(state))
+            self.sprites.add(codes, boxes)
+        _count_rows(self.blocks, np.concatenate(blocks))
+        _count_rows(self.tiles, np.concatenate(tiles))
+
+    def _digit_slots(self, hashes: np.ndarray, digits: np.ndarray, min_gain: float = 0.5) -> np.ndarray:
+        """``(HUD_TILES,) int8``: the digit slot whose value best predicts each status-bar tile (-1: none does)."""
+        def entropy(keys: np.ndarray) -> float:
+            _, counts = np.unique(keys, return_counts=True)
+            share = counts / counts.sum()
+            return float(-(share * np.log2(share)).sum())
+
+        slots = np.full(HUD_TILES, -1, np.int8)
+        for tile in range(HUD_TILES):
+            use = (digits[:, 0] >= 0) & (digits[:, ROTATION_SLOT] >= 0) & (hashes[:, tile] >= 0)
+            if use.sum() < 20:
+                continue
+            seen = hashes[use, tile]
+            base = entropy(seen)
+            # H(tile | digit) = H(tile, digit) - H(digit)
+            conditional = [entropy(seen * 16 + digits[use, slot]) - entropy(digits[use, slot])
+                           for slot in range(digits.shape[1])]
+            best = int(np.argmin(conditional))
+            if base - conditional[best] >= min_gain:
+                slots[tile] = best
+        # a tile that follows a digit must draw that digit's glyph: the one the timer's tiles draw for it
+        # (the timer changes every second, so its glyphs are certain); this drops chance correlations
+        timer = [tile for tile in range(HUD_TILES) if 0 <= slots[tile] < 3]
+        glyphs = {value: self._glyph(hashes[:, timer], digits[:, slots[timer]] == value) for value in range(10)}
+        for tile in np.flatnonzero((slots >= 3) & (slots < ROTATION_SLOT)):
+            shown = [value for value in range(10) if (digits[:, slots[tile]] == value).sum() >= 5]
+            agree = [self._glyph(hashes[:, [tile]], digits[:, [slots[tile]]] == value) == glyphs[value]
+                     for value in shown]
+            if not shown or np.mean(agree) < 0.8:
+                slots[tile] = -1
+        return slots
+
+    def _glyph(self, hashes: np.ndarray, where: np.ndarray) -> bytes | None:
+        """The shape most often drawn by status-bar tiles ``hashes (frames, k)`` where ``where (frames, k)``."""
+        chosen = hashes[where & (hashes >= 0)]
+        if len(chosen) == 0:
+            return None
+        values, counts = np.unique(chosen, return_counts=True)
+        tile = np.frombuffer(self._hud_tiles[int(values[np.argmax(counts)])], np.int32)
+        return canonical_shapes(tile[None])[0][0].tobytes()
+
+    def codebook(self, min_count: int = 2) -> TileCodebook:
+        """The codebook of everything counted (shapes are the tiles' palette-normalised shapes)."""
+        keys = list(self.tiles)
+        shapes, valid = canonical_shapes(np.stack([np.frombuffer(key, np.int32) for key in keys]))
+        shape_counts = Counter()
+        for shape, ok, key in zip(shapes, valid, keys):
+            if ok:
+                shape_counts[shape.tobytes()] += self.tiles[key]
+        hashes, digits = np.stack(self._hud_hashes), np.stack(self._hud_digits)
+        slots = self._digit_slots(hashes, digits)
+        keys = np.stack([status_keys(slots, values) for values in digits])  # (frames, HUD_TILES)
+        seen = (hashes >= 0) & (keys >= 0)
+        hud_counts = Counter(zip(keys[seen].tolist(), hashes[seen].tolist()))
+        entries = [(key, code, count) for (key, code), count in hud_counts.items() if count >= min_count]
+        hud_keys = np.array([key for key, _, _ in entries], np.int32)
+        counts = np.array([count for _, _, count in entries], np.float64)
+        totals = {key: counts[hud_keys == key].sum() for key in set(hud_keys.tolist())}
+        hud_log_prior = np.log(counts / np.array([totals[key] for key in hud_keys.tolist()])).astype(np.float32)
+        hud = (np.stack([np.frombuffer(self._hud_tiles[code], np.int32) for _, code, _ in entries]), hud_keys,
+               hud_log_prior, slots)
+        return TileCodebook.from_counts(self.blocks, self.tiles, shape_counts, min_count, hud=hud,
+                                        sprites=self.sprites.templates())
+
+
+class SpriteVotes:
+    """Counts, per sprite pose and pixel of its template window, the colours frames of worlds 1-4 show there."""
+
+    def __init__(self, max_colours: int = 128):
+        self.palette: dict[int, int] = {}
+        self.max_colours = max_colours
+        self.votes = np.zeros((POSE_COUNT, TEMPLATE_SIZE[0] * TEMPLATE_SIZE[1], max_colours), np.int32)
+
+    def add(self, codes: np.ndarray, boxes) -> None:
+        """Count the template windows of ``boxes`` (``sgaps_env.sprites.SpriteBox``) in a frame's ``codes (H, W)``."""
+        height, width = TEMPLATE_SIZE
+        for pose, top, left in template_windows(boxes):
+            rows, cols = np.mgrid[top:top + height, left:left + width]
+            inside = (rows >= 0) & (rows < FRAME_HEIGHT) & (cols >= 0) & (cols < FRAME_WIDTH)
+            window = np.flatnonzero(inside.ravel())
+            colours = codes[rows[inside], cols[inside]]
+            ids = np.array([self._colour(int(c)) for c in colours.tolist()], np.int64)
+            keep = ids >= 0
+            np.add.at(self.votes[pose], (window[keep], ids[keep]), 1)
+
+    def _colour(self, code: int) -> int:
+        index = self.palette.get(code)
+        if index is None:
+            if len(self.palette) >= self.max_colours:
+                return -1
+            index = self.palette[code] = len(self.palette)
+        return index
+
+    def templates(self, min_seen: int = 5, min_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """``(colours, opacity)`` each ``(POSE_COUNT, 40, 24)``: a pixel is the pose's own when one colour
+        holds at least ``min_share`` of at least ``min_seen`` sightings and that colour is not the one the
+        window's border (always background) shows most."""
+        codes = np.zeros(self.max_colours, np.int32)
+        for code, index in self.palette.items():
+            codes[index] = code
+        height, width = TEMPLATE_SIZE
+        seen = self.votes.sum(axis=2)
+        mode = self.votes.argmax(axis=2)
+        share = self.votes.max(axis=2) / np.maximum(seen, 1)
+        border = np.zeros((height, width), bool)
+        border[[0, -1]], border[:, [0, -1]] = True, True
+        background = self.votes[:, border.ravel()].sum(axis=1).argmax(axis=1)  # (poses,)
+        own = (seen >= min_seen) & (share >= min_share) & (mode != background[:, None])
+        colours = codes[mode].reshape(POSE_COUNT, height, width)
+        opacity = np.where(own, share, 0.0).astype(np.float32).reshape(POSE_COUNT, height, width)
+        return colours, opacity
+
+
+def luma_codes(codes: np.ndarray) -> np.ndarray:
+    """24-bit RGB colour codes -> the 8-bit codes of their BT.601 luma, as grey sessions see them."""
+    rgb = code_values(codes, 3) * 255.0
+    return colour_codes(frame_values(np.round(rgb).astype(np.uint8), "gray"))
+
+
+def luma_codebook(codebook: TileCodebook) -> TileCodebook:
+    """The codebook as a grey session sees it (every colour code replaced by its luma's)."""
+    return replace(codebook, **{name: luma_codes(getattr(codebook, name))
+                                for name in ("blocks", "tiles", "hud_tiles", "sprite_colours")})
+
+
+def consistent_shapes(shapes: np.ndarray, positions: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """``(K,)`` bool: which of ``shapes (K, 64)`` explain pixels ``positions (m,)`` having ``colours (m,)``.
+
+    A shape explains them when pixels of one colour fall on one rank and pixels of different colours on
+    different ranks (the palette maps ranks to colours one to one)."""
+    distinct, first, inverse = np.unique(colours, return_index=True, return_inverse=True)
+    if len(distinct) > TILE_COLOURS:
+        return np.zeros(len(shapes), bool)
+    ranks = shapes[:, positions]  # (K, m)
+    anchor_ranks = ranks[:, first]  # (K, u): the rank of each colour's first pixel
+    ok = (ranks == anchor_ranks[:, inverse]).all(axis=1)
+    for i in range(len(distinct)):
+        for j in range(i + 1, len(distinct)):
+            ok &= anchor_ranks[:, i] != anchor_ranks[:, j]
+    return ok
+
+
+def matching(options: np.ndarray, positions: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``(K,)`` bool: which ``options (K, P)`` hold ``codes (m,)`` at ``positions (m,)``."""
+    return (options[:, positions] == codes).all(axis=1)
+
+
+#: The codebook's arrays: name -> (dtype, shape with None for any length). Codes are 24-bit RGB colour codes.
+_CODEBOOK_ARRAYS: dict[str, tuple[np.dtype, tuple]] = {
+    "blocks": (np.int32, (None, BLOCK_PIXELS)), "block_log_prior": (np.float32, (None,)),
+    "tiles": (np.int32, (None, TILE * TILE)), "tile_log_prior": (np.float32, (None,)),
+    "shapes": (np.uint8, (None, TILE * TILE)), "shape_log_prior": (np.float32, (None,)),
+    "hud_tiles": (np.int32, (None, TILE * TILE)), "hud_keys": (np.int32, (None,)),
+    "hud_log_prior": (np.float32, (None,)), "hud_digit_slot": (np.int8, (HUD_TILES,)),
+    "sprite_colours": (np.int32, (POSE_COUNT, *TEMPLATE_SIZE)), "sprite_opacity": (np.float32, (POSE_COUNT, *TEMPLATE_SIZE)),
+}
+#: Largest codebook file read (bytes): the shipped one is a few MB.
+MAX_CODEBOOK_BYTES = 64 * 2 ** 20
+#: The shipped codebook, counted on worlds 1-4 (``experiments/build_codebook.py``).
+DEFAULT_CODEBOOK = Path(__file__).resolve().parent / "checkpoints" / "tiles-smb1-worlds1-4.npz"
+
+
+def save_codebook(path: str | Path, codebook: TileCodebook, metadata: dict) -> None:
+    """Write ``codebook`` and JSON-able ``metadata`` (the split, the command, the sessions) as a compressed npz."""
+    arrays = {name: getattr(codebook, name) for name in _CODEBOOK_ARRAYS}
+    missing = [name for name, array in arrays.items() if array is None]
+    if missing:
+        raise ValueError(f"the codebook lacks {missing}: build it with CodebookCounter.codebook()")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, metadata=np.array(json.dumps(metadata)), **arrays)
+
+
+def load_codebook(path: str | Path = DEFAULT_CODEBOOK) -> tuple[TileCodebook, dict]:
+    """Read a codebook written by :func:`save_codebook`, checking every array's dtype, shape and range first."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tile codebook at {path}: build one with `python experiments/build_codebook.py`")
+    if path.stat().st_size > MAX_CODEBOOK_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size} bytes; a tile codebook is at most {MAX_CODEBOOK_BYTES}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{path} is not a tile codebook (an npz from save_codebook): {error}") from error
+    with archive:
+        expected = {*_CODEBOOK_ARRAYS, "metadata"}
+        if set(archive.files) != expected:
+            raise ValueError(f"{path} holds {sorted(archive.files)}, expected {sorted(expected)}: rebuild it with "
+                             "`python experiments/build_codebook.py`")
+        for name in archive.files:  # np.load reads lazily: check each entry's size before reading it
+            info = archive.zip.getinfo(f"{name}.npy")
+            if info.file_size > 8 * MAX_CODEBOOK_BYTES:
+                raise ValueError(f"{path}: {name} unpacks to {info.file_size} bytes, more than a codebook holds")
+        arrays = {name: archive[name] for name in _CODEBOOK_ARRAYS}
+        try:
+            metadata = json.loads(str(archive["metadata"]))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: its metadata is not JSON ({error})") from error
+    for name, (dtype, shape) in _CODEBOOK_ARRAYS.items():
+        array = arrays[name]
+        if array.dtype != dtype or array.ndim != len(shape) \
+                or any(size is not None and size != have for size, have in zip(shape, array.shape)):
+            raise ValueError(f"{path}: {name} is {array.dtype} {array.shape}, expected {np.dtype(dtype)} "
+                             f"{tuple('any' if size is None else size for size in shape)}")
+    for units, prior in (("blocks", "block_log_prior"), ("tiles", "tile_log_prior"), ("shapes", "shape_log_prior"),
+                         ("hud_tiles", "hud_log_prior"), ("hud_tiles", "hud_keys")):
+        if len(arrays[units]) != len(arrays[prior]) or len(arrays[units]) == 0:
+            raise ValueError(f"{path}: {units} and {prior} differ in length (or are empty)")
+    for name in ("blocks", "tiles", "hud_tiles", "sprite_colours"):
+        if arrays[name].min() < 0 or arrays[name].max() >= 2 ** 24:
+            raise ValueError(f"{path}: {name} holds values that are not 24-bit colour codes")
+    if arrays["shapes"].max() >= TILE_COLOURS:
+        raise ValueError(f"{path}: shapes hold ranks beyond {TILE_COLOURS - 1}")
+    slots = arrays["hud_digit_slot"]
+    if slots.min() < -1 or slots.max() > ROTATION_SLOT:
+        raise ValueError(f"{path}: hud_digit_slot holds slots outside -1..{ROTATION_SLOT}")
+    keys = arrays["hud_keys"]
+    if keys.min() < 0 or keys.max() >= HUD_ROTATION_KEY + HUD_TILES * ROTATION_PHASES:
+        raise ValueError(f"{path}: hud_keys outside the status bar's keys")
+    opacity = arrays["sprite_opacity"]
+    if not (np.isfinite(opacity).all() and opacity.min() >= 0 and opacity.max() <= 1):
+        raise ValueError(f"{path}: sprite_opacity must lie in [0, 1]")
+    for name in ("block_log_prior", "tile_log_prior", "shape_log_prior", "hud_log_prior"):
+        if not (np.isfinite(arrays[name]).all() and arrays[name].max() <= 0):
+            raise ValueError(f"{path}: {name} must hold finite log-probabilities")
+    return TileCodebook(**arrays), metadata
+
+
+class _Dictionary:
+    """A growing set of whole coloured units (blocks or tiles) with counts: a session's own vocabulary."""
+
+    def __init__(self, size: int):
+        self.keys: dict[bytes, int] = {}
+        self.items = np.zeros((0, size), np.int32)
+        self.counts = np.zeros(0, np.float64)
+
+    def add(self, item: np.ndarray) -> None:
+        index = self.keys.get(item.tobytes())
+        if index is None:
+            index = self.keys[item.tobytes()] = len(self.counts)
+            self.items = np.concatenate([self.items, item[None].astype(np.int32)])
+            self.counts = np.append(self.counts, 0.0)
+        self.counts[index] += 1.0
+
+
+class _BlockGrid:
+    """Memory of one canvas (a level area's page, or the status bar), per 16x16 block: the colour code of
+    each sampled pixel (-1: never sampled), the step it was sampled at, the candidate blocks, and the decode
+    (``decoded``: rendered pixels, NaN where nothing is known; ``entropy`` of the block's posterior)."""
+
+    def __init__(self, rows: int, columns: int, channels: int, top_k: int):
+        self.known = np.full((rows, columns, BLOCK_PIXELS), -1, np.int32)
+        self.when = np.zeros((rows, columns, BLOCK_PIXELS), np.int32)
+        self.decoded = np.full((rows, columns, BLOCK_PIXELS, channels), np.nan, np.float32)
+        self.entropy = np.zeros((rows, columns), np.float32)
+        self.certain = np.zeros((rows, columns), bool)
+        # what each block's decode adds to the session's block counts: codebook indices and posterior
+        self.given = np.full((rows, columns, 2, top_k), -1, np.int32)
+        self.given_weight = np.zeros((rows, columns, 2, top_k), np.float64)
+        self.candidates: dict[tuple[int, int], np.ndarray] = {}
+
+
+class TileReconstructor:
+    """Reconstructs frames of any level from its samples, the state and a tile codebook (see the module)."""
+
+    name = "tiles"
+    stateful = True  # the memory must see every frame of the session
+
+    def __init__(self, codebook: TileCodebook, max_pages: int = 256, session_weight: float = 0.8,
+                 top_k: int = 8, settle_samples: int = 24):
+        self.codebook = codebook
+        self.max_pages = max_pages
+        self.session_weight, self.top_k, self.settle_samples = session_weight, top_k, settle_samples
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the session."""
+        self.channels: int | None = None
+        self._book = self.codebook  # in the colours of the session (luma codes for grey sessions)
+        self._block_prior = np.exp(self.codebook.block_log_prior.astype(np.float64))
+        self._tile_prior = np.exp(self.codebook.tile_log_prior.astype(np.float64))
+        self._hud_known = np.full((HUD_TILES, TILE * TILE), -1, np.int32)
+        self._hud_key = np.full(HUD_TILES, -2, np.int64)
+        self._hud_decoded: np.ndarray | None = None
+        self._hud_colours: dict[int, int] = {}
+        self._pages: OrderedDict[tuple[str, int], _BlockGrid] = OrderedDict()
+        self._step = 0
+        # the session's own statistics: how much of each codebook block and tile its decodes hold (each
+        # decode's posterior, replaced when the block is decoded again), and tiles no codebook entry explains
+        self._block_usage = np.zeros(len(self._book.blocks), np.float64)
+        self._tile_usage = np.zeros(len(self._book.tiles), np.float64)
+        self._session_tiles = _Dictionary(TILE * TILE)
+
+    # --- memory ------------------------------------------------------------------------------------
+
+    def _page(self, key: str, page: int) -> _BlockGrid:
+        grid = self._pages.get((key, page))
+        if grid is None:
+            while len(self._pages) >= self.max_pages:
+                self._pages.popitem(last=False)
+            grid = self._pages[(key, page)] = _BlockGrid(BLOCK_ROWS, PAGE_BLOCKS, self.channels, self.top_k)
+        else:
+            self._pages.move_to_end((key, page))
+        return grid
+
+    def _learn(self, grid_of, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray) -> None:
+        """Write samples into their blocks and re-decode the blocks they touched.
+
+        ``grid_of(block_column) -> (grid, column in grid)``; ``rows, cols`` are pixel rows/columns on the
+        canvas (level rows below the status bar with level x, or status-bar rows and columns)."""
+        block_rows, block_cols = rows // BLOCK, cols // BLOCK
+        positions = (rows % BLOCK) * BLOCK + cols % BLOCK
+        keys = block_cols * BLOCK_ROWS + block_rows
+        order = np.argsort(keys, kind="stable")
+        starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])
+        for members in np.split(order, starts[1:]):
+            if len(members):
+                grid, column = grid_of(int(block_cols[members[0]]))
+                self._update_block(grid, int(block_rows[members[0]]), column, positions[members], codes[members])
+
+    def _update_block(self, grid: _BlockGrid, row: int, column: int, positions: np.ndarray,
+                      codes: np.ndarray) -> None:
+        known, when = grid.known[row, column], grid.when[row, column]
+        changed = bool(((known[positions] >= 0) & (known[positions] != codes)).any())
+        if changed:  # the block changed (a brick broke, a coin was taken): keep what was seen since
+            known[when < self._step] = -1
+        known[positions], when[positions] = codes, self._step
+        blocks = self._book.blocks
+        candidates = grid.candidates.get((row, column))
+        if candidates is None or changed:
+            sampled = np.flatnonzero(known >= 0)
+            candidates = np.flatnonzero(matching(blocks, sampled, known[sampled]))
+        else:  # the older samples already agree with every candidate
+            if grid.certain[row, column] and (blocks[candidates[0], positions] == codes).all():
+                return  # one block holds nearly all the posterior and the new samples confirm it
+            candidates = candidates[(blocks[candidates[:, None], positions] == codes).all(axis=1)]
+        if len(candidates):
+            self._forget_usage(grid, row, column, 0)
+            weights = self._weights(self._block_prior[candidates], self._block_usage[candidates])
+            top, posterior = self._decode_options(grid.decoded[row, column], self._block_values[candidates], weights,
+                                                  grid, row, column)
+            # keep the candidates most probable first, so that a certain block is checked against its best
+            candidates = np.concatenate([candidates[top], np.delete(candidates, top)])
+            grid.candidates[(row, column)] = candidates
+            grid.certain[row, column] = posterior[0] > CERTAIN
+            self._give_usage(grid, row, column, 0, candidates[:len(top)], posterior, self._block_usage)
+            return
+        grid.candidates[(row, column)] = candidates
+        grid.certain[row, column] = False
+        self._forget_usage(grid, row, column, 0)
+        entropy = 0.0
+        for tile in range(4):
+            entropy += self._decode_tile(grid, row, column, tile)
+        grid.entropy[row, column] = entropy
+
+    def _weights(self, prior: np.ndarray, usage: np.ndarray) -> np.ndarray:
+        """Prior weights of codebook candidates: their frequency on worlds 1-4 mixed with their share of this
+        session's decodes (a level reuses its own blocks)."""
+        total = usage.sum()
+        session = usage / total if total > 0 else 0.0
+        return (1.0 - self.session_weight) * prior + self.session_weight * session
+
+    def _forget_usage(self, grid: _BlockGrid, row: int, column: int, slot: int) -> None:
+        usage = self._block_usage if slot == 0 else self._tile_usage
+        given = grid.given[row, column, slot]
+        np.subtract.at(usage, given[given >= 0], grid.given_weight[row, column, slot][given >= 0])
+        grid.given[row, column, slot] = -1
+
+    def _give_usage(self, grid: _BlockGrid, row: int, column: int, slot: int, indices: np.ndarray,
+                    posterior: np.ndarray, usage: np.ndarray) -> None:
+        count = len(indices)
+        grid.given[row, column, slot, :count] = indices
+        grid.given_weight[row, column, slot, :count] = posterior
+        np.add.at(usage, indices, posterior)
+
+    def _decode_options(self, out: np.ndarray, options: np.ndarray, weights: np.ndarray, grid: _BlockGrid | None,
+                        row: int, column: int) -> tuple[np.ndarray, np.ndarray]:
+        """Write into ``out (P, C)`` the posterior mean of the ``top_k`` most probable ``options (K, P, C)``
+        (values); returns their indices and posterior (and records the entropy on ``grid``)."""
+        top = np.argsort(-weights)[:self.top_k]
+        posterior = weights[top] / weights[top].sum()
+        if grid is not None:
+            grid.entropy[row, column] = float(-(posterior * np.log(np.maximum(posterior, 1e-12))).sum())
+        out[:] = np.einsum("k,kpc->pc", posterior, options[top])
+        return top, posterior
+
+    def _decode_tile(self, grid: _BlockGrid, row: int, column: int, tile: int) -> float:
+        """Decode one 8x8 tile of a block no counted block explains; returns its posterior entropy."""
+        pixels = TILE_PIXELS[tile]
+        known = grid.known[row, column, pixels]
+        out = grid.decoded[row, column, pixels]
+        sampled = np.flatnonzero(known >= 0)
+        if len(sampled) == 0:
+            out[:] = np.nan
+            grid.decoded[row, column, pixels] = out
+            return 0.0
+        tiles = self._book.tiles
+        candidates = np.flatnonzero(matching(tiles, sampled, known[sampled]))
+        if len(candidates):
+            weights = self._weights(self._tile_prior[candidates], self._tile_usage[candidates])
+            top, posterior = self._decode_options(out, self._tile_values[candidates], weights, None, 0, 0)
+            np.add.at(self._tile_usage, candidates[top], posterior / 4.0)
+            grid.decoded[row, column, pixels] = out
+            return 0.0
+        session = np.flatnonzero(matching(self._session_tiles.items, sampled, known[sampled]))
+        if len(session):
+            counts = self._session_tiles.counts[session]
+            self._decode_options(out, code_values(self._session_tiles.items[session], self.channels), counts, None, 0, 0)
+            grid.decoded[row, column, pixels] = out
+            return 0.0
+        shapes = self._book.shapes
+        fits = np.flatnonzero(consistent_shapes(shapes, sampled, known[sampled]))
+        if len(fits) == 0:  # more than four colours: a sprite's edge, or the tile changed; show the samples
+            grid.decoded[row, column, pixels] = np.where(known[:, None] >= 0, code_values(known, self.channels),
+                                                         np.nan)
+            return 0.0
+        shape = shapes[fits[0]]  # sorted by frequency
+        rank_colour = np.full(TILE_COLOURS, -1, np.int64)
+        rank_colour[shape[sampled]] = known[sampled]
+        missing = np.flatnonzero(rank_colour[:shape.max() + 1] < 0)
+        if len(missing):  # colour unsampled ranks with the block's (then its neighbours') other colours
+            around = grid.known[max(0, row - 1):row + 2, max(0, column - 1):column + 2].ravel()
+            own = grid.known[row, column]
+            ranked = []
+            for pool in (own[own >= 0], around[around >= 0]):
+                colours, counts = np.unique(pool[~np.isin(pool, rank_colour)], return_counts=True)
+                ranked += [c for c in colours[np.argsort(-counts)].tolist() if c not in ranked]
+            for rank in missing:
+                rank_colour[rank] = ranked.pop(0) if ranked else known[sampled[0]]
+        decoded = rank_colour[shape]
+        grid.decoded[row, column, pixels] = code_values(decoded, self.channels)
+        if len(missing) == 0 and len(sampled) >= self.settle_samples // 2:
+            self._session_tiles.add(decoded.astype(np.int32))
+        return 0.0
+
+    # --- rendering ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fill_unknown(blocks: np.ndarray) -> np.ndarray:
+        """``(R, K, 256, C)``: blocks never sampled (all NaN) copy the nearest decoded block, preferring their
+        row; NaN pixels left inside decoded blocks take their block's mean."""
+        unknown = np.isnan(blocks[..., 0]).all(axis=2)
+        if not unknown.all() and unknown.any():
+            _, (near_rows, near_cols) = ndimage.distance_transform_edt(unknown, sampling=(3.0, 1.0),
+                                                                       return_indices=True)
+            blocks = blocks[near_rows, near_cols]
+        holes = np.isnan(blocks)
+        if holes.any():
+            means = np.nanmean(np.where(holes.all(axis=2, keepdims=True), 0.0, blocks), axis=2, keepdims=True)
+            blocks = np.where(holes, np.broadcast_to(means, blocks.shape), blocks)
+        return blocks
+
+    def _screen_blocks(self, key: str, camera: int) -> np.ndarray:
+        """The level's decoded blocks under the screen: ``(BLOCK_ROWS, 17, 256, C)``."""
+        first = camera // BLOCK
+        columns = SCREEN_BLOCK_COLUMNS + 1
+        blocks = np.empty((BLOCK_ROWS, columns, BLOCK_PIXELS, self.channels), np.float32)
+        for i in range(columns):
+            grid = self._page(key, (first + i) // PAGE_BLOCKS)
+            blocks[:, i] = grid.decoded[:, (first + i) % PAGE_BLOCKS]
+        return blocks
+
+    @staticmethod
+    def _pixels(blocks: np.ndarray, tile: int = BLOCK) -> np.ndarray:
+        """``(R, K, tile * tile, C)`` -> ``(R * tile, K * tile, C)``."""
+        rows, columns, _, channels = blocks.shape
+        return blocks.reshape(rows, columns, tile, tile, channels).transpose(0, 2, 1, 3, 4).reshape(
+            rows * tile, columns * tile, channels)
+
+    # --- the status bar ----------------------------------------------------------------------------
+
+    def _learn_status_bar(self, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray, state: np.ndarray) -> None:
+        """Write status-bar samples into its tiles and re-decode the tiles that got samples or now show
+        another digit (a tile's samples are forgotten when the state says its digit changed)."""
+        book = self._book
+        slots = book.hud_digit_slot if book.hud_digit_slot is not None else np.full(HUD_TILES, -1, np.int8)
+        keys = status_keys(slots, status_digits(state))
+        dirty = keys != self._hud_key
+        self._hud_known[dirty & (slots >= 0)] = -1
+        self._hud_key = keys
+        tiles = (rows // TILE) * (FRAME_WIDTH // TILE) + cols // TILE
+        self._hud_known[tiles, (rows % TILE) * TILE + cols % TILE] = codes
+        for code in codes.tolist():
+            self._hud_colours[code] = self._hud_colours.get(code, 0) + 1
+        dirty[tiles] = True
+        for tile in np.flatnonzero(dirty):
+            self._decode_status_tile(int(tile))
+
+    def _decode_status_tile(self, tile: int) -> None:
+        """A status-bar tile: the posterior mean over the codebook's tiles for its position (or its digit) that
+        match its samples, preferring tiles drawn in colours the status bar has shown; else its samples."""
+        book = self._book
+        known = self._hud_known[tile]
+        sampled = np.flatnonzero(known >= 0)
+        options = np.zeros(0, np.int64)
+        if book.hud_keys is not None and self._hud_key[tile] >= 0:
+            options = np.flatnonzero(book.hud_keys == self._hud_key[tile])
+            options = options[matching(book.hud_tiles[options], sampled, known[sampled])]
+        if len(options):
+            weights = np.exp(book.hud_log_prior[options].astype(np.float64))
+            if self._hud_colours:
+                seen = np.isin(book.hud_tiles[options], np.fromiter(self._hud_colours, np.int64)).all(axis=1)
+                weights = weights * np.where(seen, 1.0, 1e-3)
+            self._decode_options(self._hud_decoded[tile], self._hud_values[options], weights, None, 0, 0)
+            return
+        if len(sampled):
+            colours, counts = np.unique(known[sampled], return_counts=True)
+            fill = code_values(colours[np.argmax(counts)], self.channels)
+        elif self._hud_colours:
+            fill = code_values(max(self._hud_colours, key=self._hud_colours.get), self.channels)
+        else:
+            fill = np.full(self.channels, np.nan, np.float32)
+        self._hud_decoded[tile] = np.where(known[:, None] >= 0, code_values(known, self.channels), fill)
+
+    def reconstruct(self, pixels: np.ndarray, state: np.ndarray, state_mask: np.ndarray) -> np.ndarray:
+        """``(N, 2 + C)`` samples and ``(D,)`` state -> ``(H, W, C)`` float32 frame."""
+        pixels = _check_pixels(pixels, self.channels)
+        if not np.isfinite(pixels).all():
+            raise ValueError("pixels hold NaN or infinite values: pass the observation's pixels unchanged")
+        if self.channels is None:
+            self.channels = pixels.shape[1] - 2
+            if self.channels == 1:
+                self._book = luma_codebook(self.codebook)
+            self._block_values = code_values(self._book.blocks, self.channels)
+            self._tile_values = code_values(self._book.tiles, self.channels)
+            self._hud_values = code_values(self._book.hud_tiles, self.channels)
+            self._hud_decoded = np.full((HUD_TILES, TILE * TILE, self.channels), np.nan, np.float32)
+        rows, cols = uv_to_pixel(pixels[:, :2], FRAME_HEIGHT, FRAME_WIDTH)
+        values = pixels[:, 2:]
+        codes = colour_codes(values)
+        camera, key = max(0, camera_x(state)), area_key(state)
+        boxes = sprite_boxes(state, state_mask)
+        sprites = box_mask(boxes, margin=SPRITE_MARGIN)
+        static = ~sprites[rows, cols]
+        hud = static & (rows < HUD_ROWS)
+        self._learn_status_bar(rows[hud], cols[hud], codes[hud], state)
+        body = static & (rows >= HUD_ROWS)
+        self._learn(lambda column: (self._page(key, column // PAGE_BLOCKS), column % PAGE_BLOCKS),
+                    rows[body] - HUD_ROWS, cols[body] + camera, codes[body])
+        self._step += 1
+
+        image = np.empty((FRAME_HEIGHT, FRAME_WIDTH, self.channels), np.float32)
+        image[:HUD_ROWS] = self._pixels(self._hud_decoded.reshape(HUD_ROWS // TILE, FRAME_WIDTH // TILE, TILE * TILE,
+                                                                 self.channels), tile=TILE)
+        offset = camera % BLOCK
+        image[HUD_ROWS:] = self._pixels(self._fill_unknown(self._screen_blocks(key, camera)))[:, offset:offset + FRAME_WIDTH]
+        if np.isnan(image).any():  # nothing decoded at all yet
+            image[np.isnan(image[..., 0])] = values.mean(axis=0)
+        self._draw_sprites(image, boxes)
+        image[rows, cols] = values
+        return image
+
+    def _draw_sprites(self, image: np.ndarray, boxes) -> None:
+        """Blend each sprite's template (its colour where the pose shows its own pixels) over the background;
+        the player last, on top."""
+        if self._book.sprite_colours is None:
+            return
+        height, width = TEMPLATE_SIZE
+        for pose, top, left in sorted(template_windows(boxes), key=lambda window: -window[0]):
+            rows, cols = slice(max(0, top), min(FRAME_HEIGHT, top + height)), slice(max(0, left), min(FRAME_WIDTH, left + width))
+            if rows.start >= rows.stop or cols.start >= cols.stop:
+                continue
+            window = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
+            opacity = self._book.sprite_opacity[pose][window][..., None]
+            colour = code_values(self._book.sprite_colours[pose][window], self.channels)
+            image[rows, cols] = opacity * colour + (1.0 - opacity) * image[rows, cols]
