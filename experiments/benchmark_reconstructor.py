@@ -7,10 +7,13 @@ per frame in the checkpoint's colour mode). Then, in --rounds interleaved rounds
 - SPT batch 1: the whole reconstructor per frame, in session order (memory view, model inputs,
   the network, the memory update), as the environment's scorer and the demo use it;
 - SPT batched: the network on --batch frames' prepared inputs at once (frames/s);
+- the level-agnostic tile reconstructor (``models/tile_reconstructor.py``, the shipped codebook, no atlas)
+  per frame, in session order; it has no batched mode, so its frames/s is 1000 / its ms per frame;
 - OpenCV Telea and Navier-Stokes inpainting and the nearest-neighbour fill of the same pixels.
 
-Targets (issue 4): batched >= 100 frames/s and batch 1 <= 25 ms per frame for a 240 x 256 frame
-from 500 pixels. The ratios printed are measured side by side in this run.
+Targets: SPT (issue 4) batched >= 100 frames/s and batch 1 <= 25 ms per frame for a 240 x 256 frame from
+500 pixels; the tile reconstructor (issue 12) <= 15 ms per frame at batch 1 and >= 100 frames/s. The ratios
+printed are measured side by side in this run.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import torch
 from agents.players import make_player
 from models.baselines import make_baseline
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor, collate_inputs
+from models.tile_reconstructor import DEFAULT_CODEBOOK, TileReconstructor, load_codebook
 from sgaps_env import SGAPSSuperMarioBrosEnv
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import color_for
@@ -42,6 +46,8 @@ class Args:
 
     checkpoint: Path = DEFAULT_CHECKPOINT
     """SPT checkpoint"""
+    codebook: Path = DEFAULT_CODEBOOK
+    """tile codebook of the level-agnostic reconstructor"""
     sample_count: int = 500
     """pixels per frame"""
     frames: int = 96
@@ -100,8 +106,9 @@ def main(args: Args) -> dict:
         spt.reconstruct(pixels, state, mask)
     batches = [collate_inputs(prepared[i:i + args.batch]) for i in range(0, len(prepared) - args.batch + 1, args.batch)]
     baselines = {name: make_baseline(name) for name in ("telea", "ns", "nearest")}
+    tiles = TileReconstructor(load_codebook(args.codebook)[0])
 
-    timings: dict[str, list[float]] = {"spt_batch1_ms": [], "spt_batched_fps": [],
+    timings: dict[str, list[float]] = {"spt_batch1_ms": [], "spt_batched_fps": [], "tiles_ms": [],
                                        **{f"{name}_ms": [] for name in baselines}}
     with torch.inference_mode():
         spt.model(batches[0])  # warm-up
@@ -111,6 +118,7 @@ def main(args: Args) -> dict:
             for batch in batches:
                 spt.model(batch)
             timings["spt_batched_fps"].append(len(batches) * args.batch / (time.perf_counter() - start))
+            timings["tiles_ms"].append(per_frame_ms(tiles, steps))
             for name, baseline in baselines.items():
                 timings[f"{name}_ms"].append(per_frame_ms(baseline, steps))
     result = {key: statistics.median(values) for key, values in timings.items()}
@@ -120,6 +128,9 @@ def main(args: Args) -> dict:
           f"{'PASS' if result['spt_batch1_ms'] <= 25 else 'FAIL'}")
     print(f"  SPT batched ({args.batch} frames):       {result['spt_batched_fps']:7.1f} frames/s  target >= 100  "
           f"{'PASS' if result['spt_batched_fps'] >= 100 else 'FAIL'}")
+    print(f"  tiles batch 1 (whole reconstructor): {result['tiles_ms']:5.2f} ms/frame   target <= 15 ms   "
+          f"{'PASS' if result['tiles_ms'] <= 15 else 'FAIL'}   = {1000 / result['tiles_ms']:.1f} frames/s "
+          f"(target >= 100)")
     for name in baselines:
         ms = result[f"{name}_ms"]
         print(f"  {name:>7} per frame:               {ms:7.2f} ms/frame   SPT batch 1 / {name} = "

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from models.baselines import _check_pixels
+from models.memory import StagePriors
 from models.tile_vocabulary import TILE, TILE_COLOURS, canonical_shapes, code_values, colour_codes
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, uv_to_pixel
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, ROTATION_PHASES, TEMPLATE_SIZE, area_key,
@@ -54,6 +55,8 @@ BLOCK_ROWS = (FRAME_HEIGHT - HUD_ROWS) // BLOCK
 SCREEN_BLOCK_COLUMNS = FRAME_WIDTH // BLOCK
 #: Posterior of a block's best candidate above which samples that agree with it need no new decode.
 CERTAIN = 0.999
+#: Atlas pixels trusted as known (``LevelPrior.confidence``: 255 = every training frame agreed).
+ATLAS_CONFIDENCE = 192
 #: Block columns of one page of a level's memory.
 PAGE_BLOCKS = 16
 
@@ -372,6 +375,8 @@ _CODEBOOK_ARRAYS: dict[str, tuple[np.dtype, tuple]] = {
 MAX_CODEBOOK_BYTES = 64 * 2 ** 20
 #: The shipped codebook, counted on worlds 1-4 (``experiments/build_codebook.py``).
 DEFAULT_CODEBOOK = Path(__file__).resolve().parent / "checkpoints" / "tiles-smb1-worlds1-4.npz"
+#: The shipped level atlas of worlds 1-4 (``experiments/build_atlas.py``), optional.
+DEFAULT_ATLAS = Path(__file__).resolve().parent / "checkpoints" / "atlas-smb1-worlds1-4.npz"
 
 
 def save_codebook(path: str | Path, codebook: TileCodebook, metadata: dict) -> None:
@@ -467,6 +472,7 @@ class _BlockGrid:
         self.decoded = np.full((rows, columns, BLOCK_PIXELS, channels), np.nan, np.float32)
         self.entropy = np.zeros((rows, columns), np.float32)
         self.certain = np.zeros((rows, columns), bool)
+        self.best = np.full((rows, columns, BLOCK_PIXELS), -1, np.int32)  # the most probable block's codes
         # what each block's decode adds to the session's block counts: codebook indices and posterior
         self.given = np.full((rows, columns, 2, top_k), -1, np.int32)
         self.given_weight = np.zeros((rows, columns, 2, top_k), np.float64)
@@ -479,9 +485,14 @@ class TileReconstructor:
     name = "tiles"
     stateful = True  # the memory must see every frame of the session
 
-    def __init__(self, codebook: TileCodebook, max_pages: int = 256, session_weight: float = 0.8,
-                 top_k: int = 8, settle_samples: int = 24):
+    def __init__(self, codebook: TileCodebook, atlas: StagePriors | None = None, max_pages: int = 256,
+                 session_weight: float = 0.8, top_k: int = 8, settle_samples: int = 24, use_blocks: bool = True):
+        if not 0.0 <= session_weight <= 1.0 or top_k < 1 or max_pages < 2 or settle_samples < 1:
+            raise ValueError(f"TileReconstructor needs 0 <= session_weight <= 1, top_k >= 1, max_pages >= 2 and "
+                             f"settle_samples >= 1; got {session_weight}, {top_k}, {max_pages}, {settle_samples}")
         self.codebook = codebook
+        self.atlas = atlas
+        self.use_blocks = use_blocks
         self.max_pages = max_pages
         self.session_weight, self.top_k, self.settle_samples = session_weight, top_k, settle_samples
         self.reset()
@@ -495,6 +506,8 @@ class TileReconstructor:
         self._hud_known = np.full((HUD_TILES, TILE * TILE), -1, np.int32)
         self._hud_key = np.full(HUD_TILES, -2, np.int64)
         self._hud_decoded: np.ndarray | None = None
+        self._hud_best = np.full((HUD_TILES, TILE * TILE), -1, np.int32)  # the most probable tile's codes
+        self._hud_certain = np.zeros(HUD_TILES, bool)
         self._hud_colours: dict[int, int] = {}
         self._pages: OrderedDict[tuple[str, int], _BlockGrid] = OrderedDict()
         self._step = 0
@@ -512,41 +525,82 @@ class TileReconstructor:
             while len(self._pages) >= self.max_pages:
                 self._pages.popitem(last=False)
             grid = self._pages[(key, page)] = _BlockGrid(BLOCK_ROWS, PAGE_BLOCKS, self.channels, self.top_k)
+            self._from_atlas(grid, key, page)
         else:
             self._pages.move_to_end((key, page))
         return grid
 
-    def _learn(self, grid_of, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray) -> None:
-        """Write samples into their blocks and re-decode the blocks they touched.
+    def _from_atlas(self, grid: _BlockGrid, key: str, page: int) -> None:
+        """Start a new page of a level the atlas knows from the atlas's background (its pixels where the training
+        frames agreed), as if sampled before the session began."""
+        prior = self.atlas.levels.get(key) if self.atlas is not None else None
+        start = page * PAGE_BLOCKS * BLOCK
+        if prior is None or start >= prior.width:
+            return
+        span = min(PAGE_BLOCKS * BLOCK, prior.width - start)
+        palette = colour_codes(prior.palette)
+        if self.channels == 1:
+            palette = luma_codes(palette)
+        codes = np.full((BLOCK_ROWS * BLOCK, PAGE_BLOCKS * BLOCK), -1, np.int32)
+        trusted = prior.confidence[:, start:start + span] >= ATLAS_CONFIDENCE
+        codes[:, :span] = np.where(trusted, palette[prior.index[:, start:start + span]], -1)
+        grid.known[:] = codes.reshape(BLOCK_ROWS, BLOCK, PAGE_BLOCKS, BLOCK).transpose(0, 2, 1, 3).reshape(
+            BLOCK_ROWS, PAGE_BLOCKS, BLOCK_PIXELS)
+        grid.when[:] = -1
+        nothing = np.zeros(0, np.int64)
+        for row, column in np.argwhere((grid.known >= 0).any(axis=2)):
+            self._update_block(grid, int(row), int(column), nothing, nothing.astype(np.int32))
 
-        ``grid_of(block_column) -> (grid, column in grid)``; ``rows, cols`` are pixel rows/columns on the
-        canvas (level rows below the status bar with level x, or status-bar rows and columns)."""
+    def _learn(self, key: str, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray) -> None:
+        """Write samples of level area ``key`` into their blocks and re-decode the blocks they touched.
+
+        ``rows, cols`` are level pixel rows (below the status bar) and level x."""
         block_rows, block_cols = rows // BLOCK, cols // BLOCK
         positions = (rows % BLOCK) * BLOCK + cols % BLOCK
-        keys = block_cols * BLOCK_ROWS + block_rows
-        order = np.argsort(keys, kind="stable")
-        starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])
-        for members in np.split(order, starts[1:]):
-            if len(members):
-                grid, column = grid_of(int(block_cols[members[0]]))
-                self._update_block(grid, int(block_rows[members[0]]), column, positions[members], codes[members])
+        pages = block_cols // PAGE_BLOCKS
+        for page in np.unique(pages).tolist():
+            grid = self._page(key, page)
+            mine = pages == page
+            r, c, p, k = block_rows[mine], block_cols[mine] % PAGE_BLOCKS, positions[mine], codes[mine]
+            # a block decoded with certainty needs no new decode while its samples agree with it: write those
+            # at once, and decode only the blocks with a sample that surprised them
+            surprised = np.zeros(grid.certain.shape, bool)
+            surprised[r, c] = True
+            agrees = grid.certain[r, c] & (grid.best[r, c, p] == k)
+            surprised[r[agrees], c[agrees]] = False
+            surprised[r[~agrees], c[~agrees]] = True
+            quiet = ~surprised[r, c]
+            grid.known[r[quiet], c[quiet], p[quiet]] = k[quiet]
+            grid.when[r[quiet], c[quiet], p[quiet]] = self._step
+            loud = np.flatnonzero(~quiet)
+            keys = c[loud] * BLOCK_ROWS + r[loud]
+            order = loud[np.argsort(keys, kind="stable")]
+            starts = np.flatnonzero(np.r_[True, (c[order] * BLOCK_ROWS + r[order])[1:]
+                                          != (c[order] * BLOCK_ROWS + r[order])[:-1]]) if len(order) else []
+            for members in np.split(order, starts[1:]) if len(order) else []:
+                self._update_block(grid, int(r[members[0]]), int(c[members[0]]), p[members], k[members])
 
     def _update_block(self, grid: _BlockGrid, row: int, column: int, positions: np.ndarray,
                       codes: np.ndarray) -> None:
         known, when = grid.known[row, column], grid.when[row, column]
         changed = bool(((known[positions] >= 0) & (known[positions] != codes)).any())
-        if changed:  # the block changed (a brick broke, a coin was taken): keep what was seen since
+        if changed:  # the block changed (a brick broke, a coin was taken, the palette rotated): keep what was seen since
             known[when < self._step] = -1
         known[positions], when[positions] = codes, self._step
         blocks = self._book.blocks
         candidates = grid.candidates.get((row, column))
-        if candidates is None or changed:
+        if not self.use_blocks:  # the ablation: tile by tile only
+            candidates = np.zeros(0, np.int64)
+        elif candidates is None or changed:
             sampled = np.flatnonzero(known >= 0)
             candidates = np.flatnonzero(matching(blocks, sampled, known[sampled]))
         else:  # the older samples already agree with every candidate
             if grid.certain[row, column] and (blocks[candidates[0], positions] == codes).all():
                 return  # one block holds nearly all the posterior and the new samples confirm it
-            candidates = candidates[(blocks[candidates[:, None], positions] == codes).all(axis=1)]
+            agree = (blocks[candidates[:, None], positions] == codes).all(axis=1)
+            if agree.all() and len(candidates):
+                return  # the samples rule nothing out: the decode stands
+            candidates = candidates[agree]
         if len(candidates):
             self._forget_usage(grid, row, column, 0)
             weights = self._weights(self._block_prior[candidates], self._block_usage[candidates])
@@ -556,6 +610,7 @@ class TileReconstructor:
             candidates = np.concatenate([candidates[top], np.delete(candidates, top)])
             grid.candidates[(row, column)] = candidates
             grid.certain[row, column] = posterior[0] > CERTAIN
+            grid.best[row, column] = blocks[candidates[0]]
             self._give_usage(grid, row, column, 0, candidates[:len(top)], posterior, self._block_usage)
             return
         grid.candidates[(row, column)] = candidates
@@ -692,10 +747,16 @@ class TileReconstructor:
         self._hud_known[dirty & (slots >= 0)] = -1
         self._hud_key = keys
         tiles = (rows // TILE) * (FRAME_WIDTH // TILE) + cols // TILE
-        self._hud_known[tiles, (rows % TILE) * TILE + cols % TILE] = codes
+        positions = (rows % TILE) * TILE + cols % TILE
+        self._hud_known[tiles, positions] = codes
         for code in codes.tolist():
             self._hud_colours[code] = self._hud_colours.get(code, 0) + 1
-        dirty[tiles] = True
+        # a tile decoded with certainty needs no new decode while its samples agree with it
+        surprised = np.zeros(HUD_TILES, bool)
+        surprised[tiles[self._hud_best[tiles, positions] != codes]] = True
+        sampled = np.zeros(HUD_TILES, bool)
+        sampled[tiles] = True
+        dirty |= sampled & (surprised | ~self._hud_certain)
         for tile in np.flatnonzero(dirty):
             self._decode_status_tile(int(tile))
 
@@ -714,8 +775,11 @@ class TileReconstructor:
             if self._hud_colours:
                 seen = np.isin(book.hud_tiles[options], np.fromiter(self._hud_colours, np.int64)).all(axis=1)
                 weights = weights * np.where(seen, 1.0, 1e-3)
-            self._decode_options(self._hud_decoded[tile], self._hud_values[options], weights, None, 0, 0)
+            top, posterior = self._decode_options(self._hud_decoded[tile], self._hud_values[options], weights, None, 0, 0)
+            self._hud_best[tile] = book.hud_tiles[options[top[0]]]
+            self._hud_certain[tile] = posterior[0] > CERTAIN
             return
+        self._hud_certain[tile] = False
         if len(sampled):
             colours, counts = np.unique(known[sampled], return_counts=True)
             fill = code_values(colours[np.argmax(counts)], self.channels)
@@ -748,8 +812,7 @@ class TileReconstructor:
         hud = static & (rows < HUD_ROWS)
         self._learn_status_bar(rows[hud], cols[hud], codes[hud], state)
         body = static & (rows >= HUD_ROWS)
-        self._learn(lambda column: (self._page(key, column // PAGE_BLOCKS), column % PAGE_BLOCKS),
-                    rows[body] - HUD_ROWS, cols[body] + camera, codes[body])
+        self._learn(key, rows[body] - HUD_ROWS, cols[body] + camera, codes[body])
         self._step += 1
 
         image = np.empty((FRAME_HEIGHT, FRAME_WIDTH, self.channels), np.float32)

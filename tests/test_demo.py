@@ -57,7 +57,8 @@ def replay_demo_game(steps: int, seed: int = 0, sample_count: int = 500) -> dict
 
 def test_demo_reports_the_game_it_played_and_the_quality_of_its_reconstructions(tmp_path, capsys):
     steps = 20
-    summary = demo.main(demo.Args(steps=steps, out=tmp_path / "demo", progress=False))
+    run = demo.main(demo.Args(steps=steps, stages=["1-1"], reconstructor="spt", out=tmp_path / "demo", progress=False))
+    summary = run["stages"]["1-1"]
     replayed = replay_demo_game(steps)
 
     # the numbers describe this game, recomputed without the demo's loop
@@ -79,7 +80,8 @@ def test_demo_reports_the_game_it_played_and_the_quality_of_its_reconstructions(
     printed = capsys.readouterr().out
     png = tmp_path / "demo" / "frames.png"
     assert text.strip() in printed and f"wrote {png.resolve()}" in printed
-    assert re.search(r"^\| spt \| [0-9.]+ \|", (tmp_path / "demo" / "summary.md").read_text(), re.MULTILINE)
+    assert re.search(r"^\| 1-1 \(training world\) \| spt \| [0-9.]+ \|", (tmp_path / "demo" / "summary.md").read_text(),
+                     re.MULTILINE)
 
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     import matplotlib.image
@@ -91,6 +93,15 @@ def test_demo_reports_the_game_it_played_and_the_quality_of_its_reconstructions(
 
     with Image.open(tmp_path / "demo" / "demo.gif") as animation:
         assert animation.n_frames == steps // 2 and animation.size == (3 * 256 + 8, 240)
+
+
+def test_the_default_demo_rebuilds_a_held_out_world_beside_a_training_one(tmp_path):
+    run = demo.main(demo.Args(steps=24, moments=2, gif_every=0, out=tmp_path / "demo", progress=False))
+    assert list(run["stages"]) == ["1-1", "5-1"]
+    for stage, numbers in run["stages"].items():
+        assert numbers["tiles_psnr"] > numbers["hold_psnr"] + 8, stage  # the level-agnostic reconstructor
+    text = (tmp_path / "demo" / "summary.md").read_text()
+    assert "| 5-1 (held-out world) | tiles |" in text and "| 1-1 (training world) | tiles |" in text
 
 
 def test_demo_moments_are_spread_over_the_run():

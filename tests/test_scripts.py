@@ -21,6 +21,8 @@ SCRIPTS = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "experime
 REJECTED_BY_VALIDATE = {
     "experiments/ablate_memory.py": (["--sample-count", "0"], "--sample-count"),
     "experiments/benchmark_collect.py": (["--steps", "0"], "--steps"),
+    "experiments/ablate_tiles.py": (["--budget", "0"], "--budget"),
+    "experiments/build_atlas.py": (["--max-steps", "0"], "--max-steps"),
     "experiments/build_codebook.py": (["--every", "0"], "--every"),
     "experiments/benchmark_env.py": (["--rounds", "0"], "--rounds"),
     "experiments/coverage.py": (["missing.h5", "--target", "1.5"], "--target"),

@@ -115,3 +115,29 @@ def test_a_broken_codebook_file_is_refused_with_the_reason(tmp_path):
     np.savez(tmp_path / "wrong.npz", metadata=np.array("{}"), **wrong)
     with pytest.raises(ValueError, match="differ in length"):
         load_codebook(tmp_path / "wrong.npz")
+
+
+def test_an_atlas_of_a_known_level_is_used_saved_and_checked(sessions, tmp_path):
+    from models.memory import StagePriors
+
+    _, (train, other, held_out) = sessions
+    atlas = StagePriors.build([(*train.frame_indices(), *train.states())], progress=False)
+    atlas.save(tmp_path / "atlas.npz", {"split": "test"})
+    loaded, metadata = StagePriors.load(tmp_path / "atlas.npz")
+    assert metadata == {"split": "test"} and sorted(loaded.levels) == sorted(atlas.levels) == ["1-1-0"]
+    codebook, _ = load_codebook(DEFAULT_CODEBOOK)
+    without = _replay(TileReconstructor(codebook), other, 250)
+    with_atlas = _replay(TileReconstructor(codebook, atlas=loaded), other, 250)
+    assert with_atlas > without + 3.0, (with_atlas, without)
+    # a level the atlas lacks is rebuilt from the samples alone, as without one
+    assert _replay(TileReconstructor(codebook, atlas=loaded), held_out, 250) == pytest.approx(
+        _replay(TileReconstructor(codebook), held_out, 250), abs=1e-6)
+    (tmp_path / "junk.npz").write_bytes(b"PK no zip")
+    with pytest.raises(ValueError, match="not a level atlas"):
+        StagePriors.load(tmp_path / "junk.npz")
+    arrays = {f"1-1-0/{name}": array for name, array in atlas.levels["1-1-0"].arrays().items()}
+    arrays["1-1-0/index"] = arrays["1-1-0/index"].copy()
+    arrays["1-1-0/index"][0, 0] = 250  # past the palette
+    np.savez(tmp_path / "bad.npz", metadata=np.array("{}"), **arrays)
+    with pytest.raises(ValueError, match="points past"):
+        StagePriors.load(tmp_path / "bad.npz")

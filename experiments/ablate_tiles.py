@@ -1,0 +1,100 @@
+"""What each part of the level-agnostic reconstructor buys: `python experiments/ablate_tiles.py --help`.
+
+    python experiments/ablate_tiles.py --data data/eval_heldout.h5
+
+Every session of --data (by default the held-out worlds 5-8) is replayed with --budget random pixels per
+frame, the same pixels for every variant of ``models.tile_reconstructor.TileReconstructor``, and each
+--score-every-th frame is scored (PSNR, foreground PSNR inside the RAM sprite boxes, ms per frame). Variants,
+each the full reconstructor with one part taken away:
+
+- ``full``: the shipped codebook, posterior mean of the 8 most probable blocks, session-adapted prior;
+- ``map``: the most probable block only (top_k = 1) instead of the posterior mean;
+- ``no session prior``: the block prior is the frequency on worlds 1-4 alone (session_weight = 0);
+- ``tiles only``: no 16x16 blocks, every 8x8 tile named on its own;
+- ``no sprite templates``: the background shows through the sprites, only their samples drawn;
+- ``no status digits``: the status bar's tiles are not keyed by the state's digits;
+- ``hold`` and ``linear``: the non-learned baselines, for scale.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from models.baselines import make_baseline
+from models.evaluation import evaluate_sessions, summarize
+from models.tile_reconstructor import DEFAULT_CODEBOOK, TileReconstructor, load_codebook
+from sgaps_env.cli import require_at_least, run_script
+from sgaps_env.worlds import SPLIT_DESCRIPTION
+
+
+@dataclass
+class Args:
+    """Options of the ablation."""
+
+    data: list[str] = field(default_factory=lambda: ["data/eval_heldout.h5"])
+    """session files recorded with --store-frames (held-out worlds 5-8 by default)"""
+    codebook: Path = DEFAULT_CODEBOOK
+    """tile codebook"""
+    budget: int = 500
+    """random pixels per frame"""
+    max_steps: int | None = 90
+    """steps per session (from its start); None for whole sessions"""
+    score_every: int = 5
+    """score every n-th frame (the reconstructors see every frame)"""
+    seed: int = 0
+    """seed of the sampling patterns"""
+    output: Path | None = Path("outputs/ablate_tiles.md")
+    """write the table here too (None: print only)"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def variants(codebook) -> dict:
+    """The reconstructors compared, by name."""
+    return {
+        "full": TileReconstructor(codebook),
+        "map": TileReconstructor(codebook, top_k=1),
+        "no session prior": TileReconstructor(codebook, session_weight=0.0),
+        "tiles only": TileReconstructor(codebook, use_blocks=False),
+        "no sprite templates": TileReconstructor(replace(codebook, sprite_colours=None, sprite_opacity=None)),
+        "no status digits": TileReconstructor(replace(codebook, hud_digit_slot=np.full_like(codebook.hud_digit_slot, -1))),
+        "hold": make_baseline("hold"),
+        "linear": make_baseline("linear"),
+    }
+
+
+def main(args: Args) -> dict:
+    require_at_least(args, ("budget", "score_every"))
+    require_at_least(args, ("max_steps",), none_means="for whole sessions")
+    codebook, _ = load_codebook(args.codebook)
+    rows = evaluate_sessions(args.data, variants(codebook), budget=args.budget, max_steps=args.max_steps,
+                             score_every=args.score_every, seed=args.seed, with_ssim=False, progress=args.progress)
+    if not rows:
+        raise ValueError(f"{args.data} holds no session with frames: record some with --store-frames")
+    summary = {entry["reconstructor"]: entry for entry in summarize(rows, ("reconstructor",))}
+    full = summary["full"]["psnr"]
+    lines = [f"# What each part of the tile reconstructor buys ({args.budget} random RGB pixels)", "",
+             f"Command: `python experiments/ablate_tiles.py {shlex.join(sys.argv[1:])}`", f"Split: {SPLIT_DESCRIPTION}",
+             f"Data: {', '.join(map(str, args.data))}, first {args.max_steps} steps of each session, every "
+             f"{args.score_every}th frame scored ({summary['full']['frames']} frames).", "",
+             "| variant | PSNR (dB) | change | foreground PSNR (dB) | ms/frame |", "|---|---:|---:|---:|---:|"]
+    for name, entry in summary.items():
+        lines.append(f"| {name} | {entry['psnr']:.2f} | {entry['psnr'] - full:+.2f} | {entry['foreground_psnr']:.2f} | "
+                     f"{entry['ms']:.1f} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+    return summary
+
+
+if __name__ == "__main__":
+    run_script(main, Args, __doc__)
