@@ -30,7 +30,8 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from models.baselines import BASELINES, make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
-from models.tile_reconstructor import DEFAULT_CODEBOOK, TileReconstructor, load_codebook
+from models.memory import StagePriors
+from models.tile_reconstructor import DEFAULT_ATLAS, DEFAULT_CODEBOOK, TileReconstructor, load_codebook
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
 from sgaps_env.worlds import SPLIT_DESCRIPTION, stage_group
@@ -46,9 +47,12 @@ class Args:
     """SPT checkpoint"""
     codebook: Path = DEFAULT_CODEBOOK
     """tile codebook of the level-agnostic reconstructor (``tiles``)"""
-    reconstructors: list[Literal["tiles", "spt", *BASELINES]] = field(
-        default_factory=lambda: ["tiles", "spt", *BASELINES])
-    """reconstructors to score: ``tiles`` is the level-agnostic one (models/tile_reconstructor.py)"""
+    atlas: Path = DEFAULT_ATLAS
+    """level atlas (worlds 1-4) that ``tiles+atlas`` uses on the levels it holds"""
+    reconstructors: list[Literal["tiles", "tiles+atlas", "spt", *BASELINES]] = field(
+        default_factory=lambda: ["tiles", "tiles+atlas", "spt", *BASELINES])
+    """reconstructors to score: ``tiles`` is the level-agnostic one (models/tile_reconstructor.py), from its
+    samples alone; ``tiles+atlas`` the same with the level atlas on the levels the atlas holds"""
     budgets: list[int] = field(default_factory=lambda: [250, 500, 1000])
     """pixels per frame"""
     pattern: Literal[*sorted(PATTERNS)] = "random"
@@ -116,11 +120,14 @@ def main(args: Args) -> dict:
     validate(args)
     args.output.mkdir(parents=True, exist_ok=True)
     spt = SPTReconstructor(args.checkpoint) if "spt" in args.reconstructors else None
-    codebook, codebook_metadata = load_codebook(args.codebook) if "tiles" in args.reconstructors else (None, None)
+    tiles = {"tiles", "tiles+atlas"} & set(args.reconstructors)
+    codebook, codebook_metadata = load_codebook(args.codebook) if tiles else (None, None)
+    atlas = StagePriors.load(args.atlas)[0] if "tiles+atlas" in args.reconstructors else None
     trained_stages = {key.rsplit("-", 1)[0] for key in (spt.priors.levels if spt else {})}
     rows = []
     for budget in args.budgets:
         reconstructors = {name: spt if name == "spt" else TileReconstructor(codebook) if name == "tiles"
+                          else TileReconstructor(codebook, atlas=atlas) if name == "tiles+atlas"
                           else make_baseline(name) for name in args.reconstructors}
         rows += evaluate_sessions(args.data, reconstructors, budget=budget, pattern=args.pattern, color=args.color,
                                   max_steps=args.max_steps, max_sessions=args.max_sessions, seed=args.seed,
@@ -145,7 +152,7 @@ def main(args: Args) -> dict:
                 best_baseline = max((e for e in entries if e["reconstructor"] in BASELINES), key=lambda e: e["psnr"],
                                     default=None)
                 lines += [f"## {group}, {budget} pixels", "", markdown_table(entries, columns), ""]
-                for learned in ("tiles", "spt"):
+                for learned in ("tiles", "tiles+atlas", "spt"):
                     entry = next((e for e in entries if e["reconstructor"] == learned), None)
                     if best_baseline and entry:
                         lines += [f"{learned} - best baseline ({best_baseline['reconstructor']}): "
