@@ -12,6 +12,8 @@ each the full reconstructor with one part taken away:
 - ``no session prior``: the block prior is the frequency on worlds 1-4 alone (session_weight = 0);
 - ``tiles only``: no 16x16 blocks, every 8x8 tile named on its own;
 - ``no sprite templates``: the background shows through the sprites, only their samples drawn;
+- ``blended sprite templates``: each template pixel blended by the share of sightings that showed its
+  colour, instead of drawn where that share is at least ``SPRITE_SHARE``;
 - ``no status digits``: the status bar's tiles are not keyed by the state's digits;
 - ``hold`` and ``linear``: the non-learned baselines, for scale.
 """
@@ -30,6 +32,9 @@ import numpy as np
 from models.baselines import make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.tile_reconstructor import DEFAULT_CODEBOOK, TileReconstructor, load_codebook
+from models.tile_vocabulary import code_values
+from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH
+from sgaps_env.sprites import TEMPLATE_SIZE, template_windows
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.worlds import SPLIT_DESCRIPTION
 
@@ -56,6 +61,22 @@ class Args:
     """show progress bars"""
 
 
+class BlendedSprites(TileReconstructor):
+    """The tile reconstructor with its sprite templates blended by their share of sightings."""
+
+    def _draw_sprites(self, image: np.ndarray, boxes) -> None:
+        height, width = TEMPLATE_SIZE
+        for pose, top, left in sorted(template_windows(boxes), key=lambda window: -window[0]):
+            rows = slice(max(0, top), min(FRAME_HEIGHT, top + height))
+            cols = slice(max(0, left), min(FRAME_WIDTH, left + width))
+            if rows.start >= rows.stop or cols.start >= cols.stop:
+                continue
+            window = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
+            share = self._book.sprite_opacity[pose][window][..., None]
+            colour = code_values(self._book.sprite_colours[pose][window], self.channels)
+            image[rows, cols] = share * colour + (1.0 - share) * image[rows, cols]
+
+
 def variants(codebook) -> dict:
     """The reconstructors compared, by name."""
     return {
@@ -64,6 +85,7 @@ def variants(codebook) -> dict:
         "no session prior": TileReconstructor(codebook, session_weight=0.0),
         "tiles only": TileReconstructor(codebook, use_blocks=False),
         "no sprite templates": TileReconstructor(replace(codebook, sprite_colours=None, sprite_opacity=None)),
+        "blended sprite templates": BlendedSprites(codebook),
         "no status digits": TileReconstructor(replace(codebook, hud_digit_slot=np.full_like(codebook.hud_digit_slot, -1))),
         "hold": make_baseline("hold"),
         "linear": make_baseline("linear"),
