@@ -7,8 +7,8 @@ frame, the same pixels for every variant of ``models.tile_reconstructor.TileReco
 --score-every-th frame is scored (PSNR, foreground PSNR inside the RAM sprite boxes, ms per frame). Variants,
 each the full reconstructor with one part taken away:
 
-- ``full``: the shipped codebook, posterior mean of the 8 most probable blocks, session-adapted prior;
-- ``map``: the most probable block only (top_k = 1) instead of the posterior mean;
+- ``full``: the shipped codebook, the most probable block, session-adapted prior (the defaults);
+- ``posterior mean of 8``: the posterior mean of the 8 most probable blocks instead of the most probable;
 - ``no session prior``: the block prior is the frequency on worlds 1-4 alone (session_weight = 0);
 - ``tiles only``: no 16x16 blocks, every 8x8 tile named on its own;
 - ``no sprite templates``: the background shows through the sprites, only their samples drawn;
@@ -81,7 +81,7 @@ def variants(codebook) -> dict:
     """The reconstructors compared, by name."""
     return {
         "full": TileReconstructor(codebook),
-        "map": TileReconstructor(codebook, top_k=1),
+        "posterior mean of 8": TileReconstructor(codebook, top_k=8),
         "no session prior": TileReconstructor(codebook, session_weight=0.0),
         "tiles only": TileReconstructor(codebook, use_blocks=False),
         "no sprite templates": TileReconstructor(replace(codebook, sprite_colours=None, sprite_opacity=None)),

@@ -17,10 +17,10 @@ built by ``experiments/build_codebook.py``, shipped as ``models/checkpoints/tile
 Per session the reconstructor keeps, per level area, the colour of every background pixel sampled outside the
 RAM sprite boxes in level coordinates (pages of 16 block columns, at most ``max_pages``), and per block the
 codebook blocks that still match its samples (candidates only shrink; a sample that contradicts an older one
-means the block changed, so its older samples are dropped). A block is drawn as the posterior mean of its
-``top_k`` most probable matches, their prior being the mixture of their frequency on worlds 1-4 and their
-share of this session's decodes (a level reuses its own blocks: ``session_weight``); the posterior's entropy
-is kept per block, for sampling policies. Blocks never sampled copy the nearest decoded block, preferring
+means the block changed, so its older samples are dropped). A block is drawn as its most probable match (or,
+with ``top_k`` > 1, the posterior mean of the ``top_k`` most probable), their prior being the mixture of their
+frequency on worlds 1-4 and their share of this session's decodes (a level reuses its own blocks:
+``session_weight``); the posterior's entropy over the candidates is kept per block, for sampling policies. Blocks never sampled copy the nearest decoded block, preferring
 their own row (sky continues sky). Then the sprites are blended over the background, and this frame's
 samples are pasted exactly. Nothing is fitted to a level: worlds 5-8 never enter a codebook
 (``sgaps_env.worlds``).
@@ -58,6 +58,8 @@ CERTAIN = 0.999
 #: Share of a pose's sightings a template pixel's colour needs to be drawn (chosen on worlds 1-4: blending by
 #: the share instead gave the same frame PSNR and 9 dB less inside the sprite boxes).
 SPRITE_SHARE = 0.8
+#: Options a block's posterior entropy is taken over.
+ENTROPY_OPTIONS = 8
 #: Atlas pixels trusted as known (``LevelPrior.confidence``: 255 = every training frame agreed).
 ATLAS_CONFIDENCE = 192
 #: Block columns of one page of a level's memory.
@@ -495,7 +497,7 @@ class TileReconstructor:
     stateful = True  # the memory must see every frame of the session
 
     def __init__(self, codebook: TileCodebook, atlas: StagePriors | None = None, max_pages: int = 256,
-                 session_weight: float = 0.8, top_k: int = 8, settle_samples: int = 24, use_blocks: bool = True):
+                 session_weight: float = 0.8, top_k: int = 1, settle_samples: int = 24, use_blocks: bool = True):
         if not 0.0 <= session_weight <= 1.0 or top_k < 1 or max_pages < 2 or settle_samples < 1:
             raise ValueError(f"TileReconstructor needs 0 <= session_weight <= 1, top_k >= 1, max_pages >= 2 and "
                              f"settle_samples >= 1; got {session_weight}, {top_k}, {max_pages}, {settle_samples}")
@@ -673,10 +675,12 @@ class TileReconstructor:
                         row: int, column: int) -> tuple[np.ndarray, np.ndarray]:
         """Write into ``out (P, C)`` the posterior mean of the ``top_k`` most probable ``options (K, P, C)``
         (values); returns their indices and posterior (and records the entropy on ``grid``)."""
-        top = np.argsort(-weights)[:self.top_k]
+        ranked = np.argsort(-weights)[:max(self.top_k, ENTROPY_OPTIONS)]
+        if grid is not None:  # the uncertainty over the most probable options, whatever is drawn
+            spread = weights[ranked] / weights[ranked].sum()
+            grid.entropy[row, column] = float(-(spread * np.log(np.maximum(spread, 1e-12))).sum())
+        top = ranked[:self.top_k]
         posterior = weights[top] / weights[top].sum()
-        if grid is not None:
-            grid.entropy[row, column] = float(-(posterior * np.log(np.maximum(posterior, 1e-12))).sum())
         out[:] = np.einsum("k,kpc->pc", posterior, options[top])
         return top, posterior
 
