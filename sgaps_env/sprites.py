@@ -59,6 +59,11 @@ def _valid(state_mask: np.ndarray, name: str) -> bool:
 
 #: Steps of SMB's palette rotation (?-blocks and coins blink through them).
 ROTATION_PHASES = 6
+#: ``(ROTATION_PHASES, 3) uint8``: the RGB colour the blinking palette entry shows at each step of
+#: :func:`rotation_phase` (NES colours $17, $27, $27, $27, $17, $07), measured on the status bar's coin over
+#: every area type of worlds 1-4 (``tests/test_tile_reconstructor.py`` checks it on a recording).
+ROTATION_COLOURS = np.array([[0xE4, 0x5C, 0x10], [0xFC, 0xA0, 0x44], [0xFC, 0xA0, 0x44], [0xFC, 0xA0, 0x44],
+                             [0xE4, 0x5C, 0x10], [0x88, 0x14, 0x00]], np.uint8)
 
 
 def rotation_phase(state: np.ndarray, state_mask: np.ndarray | None = None) -> int | None:

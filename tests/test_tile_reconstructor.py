@@ -1,15 +1,18 @@
 """The level-agnostic reconstructor (models.tile_reconstructor): its codebook, its decode and its file."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from models.baselines import make_baseline
 from models.metrics import psnr
-from models.tile_reconstructor import (BLOCK_PIXELS, DEFAULT_CODEBOOK, HUD_TILES, CodebookCounter,
-                                       TileReconstructor, consistent_shapes, load_codebook, matching,
-                                       save_codebook)
-from models.tile_vocabulary import TILE
+from models.tile_reconstructor import (BLOCK_PIXELS, DEFAULT_CODEBOOK, HUD_TILES, MAYBE_ROTATING, ROTATING,
+                                       CodebookCounter, TileReconstructor, blinking_pixels, consistent_shapes,
+                                       load_codebook, matching, merge_samples, save_codebook)
+from models.tile_vocabulary import TILE, colour_codes
 from sgaps_env.coords import extract_pixels, frame_values, make_pattern
 from sgaps_env.session_file import list_sessions
+from sgaps_env.sprites import HUD_ROWS, ROTATION_COLOURS, area_key, camera_x, rotation_phase
 
 
 def test_a_shape_explains_samples_when_equal_colours_share_a_rank():
@@ -24,6 +27,20 @@ def test_a_shape_explains_samples_when_equal_colours_share_a_rank():
     assert not consistent_shapes(flat, positions, np.array([3, 3, 3, 4]))[0]
     blocks = np.stack([np.full(BLOCK_PIXELS, 1), np.arange(BLOCK_PIXELS)])
     assert matching(blocks, np.array([0, 7]), np.array([1, 1])).tolist() == [True, False]
+
+
+def test_samples_of_the_rotating_colour_may_blink_and_two_of_them_must():
+    orange, brown, brick = 0xFCA044, 0xE45C10, 0x123456
+    old = np.array([-1, orange | MAYBE_ROTATING, orange | MAYBE_ROTATING, ROTATING, brick, brown | MAYBE_ROTATING])
+    new = np.array([brick, brown | MAYBE_ROTATING, orange, orange | MAYBE_ROTATING, orange | MAYBE_ROTATING, brown])
+    stored, clash = merge_samples(old, new)
+    assert stored.tolist()[:4] == [brick, ROTATING, orange, ROTATING] and stored[5] == brown
+    assert clash.tolist() == [False, False, False, False, True, False], "a brick pixel cannot blink"
+    drawn = np.array([[ROTATING, ROTATING], [orange, brown], [brown, brown]])
+    assert matching(drawn, np.array([0, 1]), np.array([orange | MAYBE_ROTATING, brown | MAYBE_ROTATING])).tolist() \
+        == [True, True, False]
+    assert matching(drawn, np.array([0, 1]), np.array([orange, brown])).tolist() == [False, True, False], \
+        "a plain sample is not this step's rotating colour, so the pixel does not blink"
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +158,38 @@ def test_an_atlas_of_a_known_level_is_used_saved_and_checked(sessions, tmp_path)
     np.savez(tmp_path / "bad.npz", metadata=np.array("{}"), **arrays)
     with pytest.raises(ValueError, match="points past"):
         StagePriors.load(tmp_path / "bad.npz")
+
+
+def test_blinking_blocks_are_counted_once_and_drawn_in_the_frame_s_rotation_colour(sessions):
+    _, (train, other, _) = sessions
+    frames, (states, masks) = train.frames(), train.states()
+    # the rotation colours follow the state's step: the status bar's coin shows them
+    coin = [colour_codes(frame[24:32, 88:96]) for frame in frames]
+    phases = [rotation_phase(state, mask) for state, mask in zip(states, masks)]
+    shown = [colour_codes(ROTATION_COLOURS[phase]) in tile for tile, phase in zip(coin, phases) if phase is not None]
+    assert len(shown) > 60 and np.mean(shown) > 0.95
+    blinking = blinking_pixels(frames, states, masks)["1-1-0"]
+    assert 0 < blinking.sum() < 0.01 * blinking.size, "the faces of ?-blocks blink; the level does not"
+    counter = CodebookCounter()
+    counter.add(frames, states, masks)
+    codebook = counter.codebook(min_count=1)
+    assert (codebook.blocks == ROTATING).any(axis=1).sum() >= 1
+    # replayed on the other run, the blinking pixels are drawn in each frame's colour, which a codebook whose
+    # blinking pixels hold one fixed colour (a codebook blind to the rotation) cannot do
+    blind = replace(codebook, blocks=np.where(codebook.blocks == ROTATING, colour_codes(ROTATION_COLOURS[1]),
+                                              codebook.blocks))
+    rows = slice(0, 90)
+    frames, (states, masks) = other.frames(rows), other.states(rows)
+    truth_blinking = blinking_pixels(frames, states, masks).get("1-1-0")
+    errors = {}
+    for name, book in (("aware", codebook), ("blind", blind)):
+        reconstructor, rng, error = TileReconstructor(book), np.random.default_rng(0), []
+        for step, (frame, state, mask) in enumerate(zip(frames, states, masks)):
+            output = reconstructor.reconstruct(extract_pixels(frame, make_pattern("random", 500, rng), "rgb"), state,
+                                               mask)
+            camera = camera_x(state)
+            where = truth_blinking[:, camera:camera + 256]
+            if step >= 10 and where.any():
+                error.append(np.abs(output[HUD_ROWS:][where] - frame_values(frame, "rgb")[HUD_ROWS:][where]).mean())
+        errors[name] = float(np.mean(error))
+    assert errors["aware"] < 0.5 * errors["blind"], errors
