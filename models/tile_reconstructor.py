@@ -559,6 +559,12 @@ class _BlockGrid:
         self.decoded = np.full((rows, columns, BLOCK_PIXELS, channels), np.nan, np.float32)
         self.entropy = np.zeros((rows, columns), np.float32)
         self.certain = np.zeros((rows, columns), bool)
+        # no codebook block matches the samples (decoded tile by tile): more samples cannot change that
+        self.unmatched = np.zeros((rows, columns), bool)
+        self.tile_unmatched = np.zeros((rows, columns, 4), bool)  # the same for its tiles and the codebook's tiles
+        # per (row, column, tile) of a block decoded tile by tile: the codebook tiles and the shapes that still fit
+        self.tile_candidates: dict[tuple[int, int, int], np.ndarray] = {}
+        self.shape_fits: dict[tuple[int, int, int], np.ndarray] = {}
         self.best = np.full((rows, columns, BLOCK_PIXELS), -1, np.int32)  # the most probable block's codes
         # what each block's decode adds to the session's block counts: codebook indices and posterior
         self.given = np.full((rows, columns, 2, top_k), -1, np.int32)
@@ -582,6 +588,7 @@ class TileReconstructor:
         self.use_blocks = use_blocks
         self.max_pages = max_pages
         self.session_weight, self.top_k, self.settle_samples = session_weight, top_k, settle_samples
+        self._prepared_by_channels: dict[int, dict] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -682,12 +689,17 @@ class TileReconstructor:
         changed = bool(clash.any())
         if changed:  # the block changed (a brick broke, a coin was taken): keep what was seen since
             known[when < self._step] = -1
+            grid.tile_unmatched[row, column] = False
+            for tile in range(4):
+                grid.tile_candidates.pop((row, column, tile), None)
+                grid.shape_fits.pop((row, column, tile), None)
             merged = codes
         known[positions], when[positions] = merged, self._step
         codes = merged
         blocks = self._book.blocks
         candidates = grid.candidates.get((row, column))
-        if not self.use_blocks:  # the ablation: tile by tile only
+        was_unmatched = bool(grid.unmatched[row, column]) and not changed
+        if not self.use_blocks or was_unmatched:  # the ablation (tile by tile only), or no block matched before
             candidates = np.zeros(0, np.int64)
         elif candidates is None or changed:
             sampled = np.flatnonzero(known >= 0)
@@ -699,25 +711,29 @@ class TileReconstructor:
             if agree.all() and len(candidates):
                 return  # the samples rule nothing out: the decode stands
             candidates = candidates[agree]
-        if len(candidates) == 0 and self.use_blocks:
+        if len(candidates) == 0 and self.use_blocks and not was_unmatched:
             candidates = self._near_misses(known)
         if len(candidates):
             self._forget_usage(grid, row, column, 0)
             weights = self._weights(self._block_prior[candidates], self._block_usage[candidates])
-            top, posterior = self._decode_options(grid.decoded[row, column], self._block_values[candidates], weights,
+            top, posterior = self._decode_options(grid.decoded[row, column], self._block_values, candidates, weights,
                                                   grid, row, column)
             # keep the candidates most probable first, so that a certain block is checked against its best
             candidates = np.concatenate([candidates[top], np.delete(candidates, top)])
             grid.candidates[(row, column)] = candidates
+            grid.unmatched[row, column] = False
             grid.certain[row, column] = posterior[0] > CERTAIN
             grid.best[row, column] = blocks[candidates[0]]
             self._give_usage(grid, row, column, 0, candidates[:len(top)], posterior, self._block_usage)
             return
-        grid.candidates.pop((row, column), None)  # match from scratch again when the next samples come
+        grid.candidates.pop((row, column), None)
+        grid.unmatched[row, column] = True
         grid.certain[row, column] = False
         self._forget_usage(grid, row, column, 0)
+        # a block already decoded tile by tile re-decodes only the tiles that got samples
+        tiles = np.unique(TILE_OF_PIXEL[positions]).tolist() if was_unmatched else range(4)
         entropy = 0.0
-        for tile in range(4):
+        for tile in tiles:
             entropy += self._decode_tile(grid, row, column, tile)
         grid.entropy[row, column] = entropy
 
@@ -759,17 +775,20 @@ class TileReconstructor:
         grid.given_weight[row, column, slot, :count] = posterior
         np.add.at(usage, indices, posterior)
 
-    def _decode_options(self, out: np.ndarray, options: np.ndarray, weights: np.ndarray, grid: _BlockGrid | None,
-                        row: int, column: int) -> tuple[np.ndarray, np.ndarray]:
-        """Write into ``out (P, C)`` the posterior mean of the ``top_k`` most probable ``options (K, P, C)``
-        (values); returns their indices and posterior (and records the entropy on ``grid``)."""
-        ranked = np.argsort(-weights)[:max(self.top_k, ENTROPY_OPTIONS)]
+    def _decode_options(self, out: np.ndarray, values: np.ndarray, options: np.ndarray, weights: np.ndarray,
+                        grid: _BlockGrid | None, row: int, column: int) -> tuple[np.ndarray, np.ndarray]:
+        """Write into ``out (P, C)`` the posterior mean of the ``top_k`` most probable options, ``values[options]``
+        ``(K, P, C)`` with prior ``weights (K,)``; returns their positions in ``options`` and their posterior (and
+        records the entropy on ``grid``)."""
+        keep = max(self.top_k, ENTROPY_OPTIONS)
+        ranked = np.argpartition(-weights, keep - 1)[:keep] if len(weights) > keep else np.arange(len(weights))
+        ranked = ranked[np.argsort(-weights[ranked], kind="stable")]
         if grid is not None:  # the uncertainty over the most probable options, whatever is drawn
             spread = weights[ranked] / weights[ranked].sum()
             grid.entropy[row, column] = float(-(spread * np.log(np.maximum(spread, 1e-12))).sum())
         top = ranked[:self.top_k]
         posterior = weights[top] / weights[top].sum()
-        out[:] = np.einsum("k,kpc->pc", posterior, options[top])
+        out[:] = np.einsum("k,kpc->pc", posterior, values[options[top]])
         return top, posterior
 
     def _decode_tile(self, grid: _BlockGrid, row: int, column: int, tile: int) -> float:
@@ -783,22 +802,37 @@ class TileReconstructor:
             grid.decoded[row, column, pixels] = out
             return 0.0
         tiles = self._book.tiles
-        candidates = np.flatnonzero(matching(tiles, sampled, known[sampled]))
+        candidates = np.zeros(0, np.int64)
+        before = grid.tile_candidates.pop((row, column, tile), None)  # candidates only shrink, as for blocks
+        if before is not None:
+            candidates = before[matching(tiles[before], sampled, known[sampled])]
+        elif not grid.tile_unmatched[row, column, tile]:  # (more samples cannot make a codebook tile match)
+            candidates = np.flatnonzero(matching(tiles, sampled, known[sampled]))
+        grid.tile_unmatched[row, column, tile] = len(candidates) == 0
+        if len(candidates):
+            grid.tile_candidates[(row, column, tile)] = candidates
         if len(candidates):
             weights = self._weights(self._tile_prior[candidates], self._tile_usage[candidates])
-            top, posterior = self._decode_options(out, self._tile_values[candidates], weights, None, 0, 0)
+            top, posterior = self._decode_options(out, self._tile_values, candidates, weights, None, 0, 0)
             np.add.at(self._tile_usage, candidates[top], posterior / 4.0)
             grid.decoded[row, column, pixels] = out
             return 0.0
         session = np.flatnonzero(matching(self._session_tiles.items, sampled, known[sampled]))
         if len(session):
             counts = self._session_tiles.counts[session]
-            self._decode_options(out, self._values(self._session_tiles.items[session]), counts, None, 0, 0)
+            self._decode_options(out, self._values(self._session_tiles.items[session]), np.arange(len(session)),
+                                counts, None, 0, 0)
             grid.decoded[row, column, pixels] = out
             return 0.0
         known = plain_codes(known)
         shapes = self._book.shapes
-        fits = np.flatnonzero(consistent_shapes(shapes, sampled, known[sampled]))
+        before = grid.shape_fits.pop((row, column, tile), None)
+        if before is not None:
+            fits = before[consistent_shapes(shapes[before], sampled, known[sampled])]
+        else:
+            fits = np.flatnonzero(consistent_shapes(shapes, sampled, known[sampled]))
+        if len(fits):
+            grid.shape_fits[(row, column, tile)] = fits
         if len(fits) == 0:  # more than four colours: a sprite's edge, or the tile changed; show the samples
             grid.decoded[row, column, pixels] = np.where(known[:, None] >= 0, self._values(known), np.nan)
             return 0.0
@@ -832,10 +866,14 @@ class TileReconstructor:
             _, (near_rows, near_cols) = ndimage.distance_transform_edt(unknown, sampling=(3.0, 1.0),
                                                                        return_indices=True)
             blocks = blocks[near_rows, near_cols]
-        holes = np.isnan(blocks)
-        if holes.any():
-            means = np.nanmean(np.where(holes.all(axis=2, keepdims=True), 0.0, blocks), axis=2, keepdims=True)
-            blocks = np.where(holes, np.broadcast_to(means, blocks.shape), blocks)
+        holes = np.isnan(blocks[..., 0])
+        partial = holes.any(axis=2)
+        if partial.any():
+            some, missing = blocks[partial], holes[partial]  # (n, 256, C), (n, 256)
+            seen = (~missing).sum(axis=1)
+            means = np.where(missing[..., None], 0.0, some).sum(axis=1) / np.maximum(seen, 1)[:, None]
+            means[seen == 0] = 0.0
+            blocks[partial] = np.where(missing[..., None], means[:, None, :], some)
         return blocks
 
     def _screen_blocks(self, key: str, camera: int) -> np.ndarray:
@@ -895,7 +933,7 @@ class TileReconstructor:
             if self._hud_colours:
                 seen = np.isin(book.hud_tiles[options], np.fromiter(self._hud_colours, np.int64)).all(axis=1)
                 weights = weights * np.where(seen, 1.0, 1e-3)
-            top, posterior = self._decode_options(self._hud_decoded[tile], self._hud_values[options], weights, None, 0, 0)
+            top, posterior = self._decode_options(self._hud_decoded[tile], self._hud_values, options, weights, None, 0, 0)
             self._hud_best[tile] = book.hud_tiles[options[top[0]]]
             self._hud_certain[tile] = posterior[0] > CERTAIN
             return
@@ -909,6 +947,23 @@ class TileReconstructor:
             fill = np.full(self.channels, np.nan, np.float32)
         self._hud_decoded[tile] = np.where(known[:, None] >= 0, code_values(known, self.channels), fill)
 
+    def _prepared(self, channels: int) -> dict:
+        """The codebook in a session's colours, as values to draw (computed once per colour mode, kept across
+        :meth:`reset`)."""
+        if channels not in self._prepared_by_channels:
+            book = luma_codebook(self.codebook) if channels == 1 else self.codebook
+            self.channels = channels
+            rotation = colour_codes(ROTATION_COLOURS)
+            prepared = {"_book": book, "_block_values": self._values(book.blocks),
+                        "_tile_values": self._values(book.tiles), "_hud_values": code_values(book.hud_tiles, channels),
+                        "_rotation_codes": luma_codes(rotation) if channels == 1 else rotation}
+            prepared["_rotation_values"] = code_values(prepared["_rotation_codes"], channels)
+            if book.sprite_colours is not None:
+                prepared["_sprite_values"] = code_values(book.sprite_colours, channels)
+                prepared["_sprite_own"] = book.sprite_opacity >= SPRITE_SHARE
+            self._prepared_by_channels[channels] = prepared
+        return self._prepared_by_channels[channels]
+
     def reconstruct(self, pixels: np.ndarray, state: np.ndarray, state_mask: np.ndarray) -> np.ndarray:
         """``(N, 2 + C)`` samples and ``(D,)`` state -> ``(H, W, C)`` float32 frame."""
         pixels = _check_pixels(pixels, self.channels)
@@ -916,14 +971,7 @@ class TileReconstructor:
             raise ValueError("pixels hold NaN or infinite values: pass the observation's pixels unchanged")
         if self.channels is None:
             self.channels = pixels.shape[1] - 2
-            if self.channels == 1:
-                self._book = luma_codebook(self.codebook)
-            self._block_values = self._values(self._book.blocks)
-            self._tile_values = self._values(self._book.tiles)
-            rotation = colour_codes(ROTATION_COLOURS)
-            self._rotation_codes = luma_codes(rotation) if self.channels == 1 else rotation
-            self._rotation_values = code_values(self._rotation_codes, self.channels)
-            self._hud_values = code_values(self._book.hud_tiles, self.channels)
+            self.__dict__.update(self._prepared(self.channels))
             self._hud_decoded = np.full((HUD_TILES, TILE * TILE, self.channels), np.nan, np.float32)
         rows, cols = uv_to_pixel(pixels[:, :2], FRAME_HEIGHT, FRAME_WIDTH)
         values = pixels[:, 2:]
@@ -969,6 +1017,5 @@ class TileReconstructor:
             if rows.start >= rows.stop or cols.start >= cols.stop:
                 continue
             window = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
-            own = self._book.sprite_opacity[pose][window] >= SPRITE_SHARE
-            colour = code_values(self._book.sprite_colours[pose][window], self.channels)
-            image[rows, cols][own] = colour[own]
+            own = self._sprite_own[pose][window]
+            image[rows, cols][own] = self._sprite_values[pose][window][own]
