@@ -707,17 +707,27 @@ class TileReconstructor:
         else:  # the older samples already agree with every candidate
             if grid.certain[row, column] and agreeing(blocks[candidates[0], positions], codes).all():
                 return  # one block holds nearly all the posterior and the new samples confirm it
+            if grid.certain[row, column]:  # samples written while it was certain have not filtered the others
+                positions = np.flatnonzero(known >= 0)
+                codes = known[positions]
             agree = agreeing(blocks[candidates[:, None], positions], codes).all(axis=1)
             if agree.all() and len(candidates):
                 return  # the samples rule nothing out: the decode stands
             candidates = candidates[agree]
         if len(candidates) == 0 and self.use_blocks and not was_unmatched:
             candidates = self._near_misses(known)
+        if len(candidates) == 0 and self.use_blocks and grid.certain[row, column] and not changed:
+            # a block named with certainty that this step's samples contradict changed (a ?-block was hit,
+            # a coin taken) even where no older sample sits: name it again from this step's samples
+            fresh = np.flatnonzero((when == self._step) & (known >= 0))
+            candidates = np.flatnonzero(matching(blocks, fresh, known[fresh]))
+            if len(candidates):
+                known[when < self._step] = -1
         if len(candidates):
             self._forget_usage(grid, row, column, 0)
             weights = self._weights(self._block_prior[candidates], self._block_usage[candidates])
-            top, posterior = self._decode_options(grid.decoded[row, column], self._block_values, candidates, weights,
-                                                  grid, row, column)
+            top, posterior, _ = self._decode_options(grid.decoded[row, column], self._block_values,
+                                                     candidates, weights, grid, row, column)
             # keep the candidates most probable first, so that a certain block is checked against its best
             candidates = np.concatenate([candidates[top], np.delete(candidates, top)])
             grid.candidates[(row, column)] = candidates
@@ -776,10 +786,10 @@ class TileReconstructor:
         np.add.at(usage, indices, posterior)
 
     def _decode_options(self, out: np.ndarray, values: np.ndarray, options: np.ndarray, weights: np.ndarray,
-                        grid: _BlockGrid | None, row: int, column: int) -> tuple[np.ndarray, np.ndarray]:
+                        grid: _BlockGrid | None, row: int, column: int) -> tuple[np.ndarray, np.ndarray, float]:
         """Write into ``out (P, C)`` the posterior mean of the ``top_k`` most probable options, ``values[options]``
-        ``(K, P, C)`` with prior ``weights (K,)``; returns their positions in ``options`` and their posterior (and
-        records the entropy on ``grid``)."""
+        ``(K, P, C)`` with prior ``weights (K,)``; returns their positions in ``options``, their posterior among
+        themselves and the most probable option's posterior among all (and records the entropy on ``grid``)."""
         keep = max(self.top_k, ENTROPY_OPTIONS)
         ranked = np.argpartition(-weights, keep - 1)[:keep] if len(weights) > keep else np.arange(len(weights))
         ranked = ranked[np.argsort(-weights[ranked], kind="stable")]
@@ -789,7 +799,7 @@ class TileReconstructor:
         top = ranked[:self.top_k]
         posterior = weights[top] / weights[top].sum()
         out[:] = np.einsum("k,kpc->pc", posterior, values[options[top]])
-        return top, posterior
+        return top, posterior, float(weights[top[0]] / weights.sum())
 
     def _decode_tile(self, grid: _BlockGrid, row: int, column: int, tile: int) -> float:
         """Decode one 8x8 tile of a block no counted block explains; returns its posterior entropy."""
@@ -813,7 +823,7 @@ class TileReconstructor:
             grid.tile_candidates[(row, column, tile)] = candidates
         if len(candidates):
             weights = self._weights(self._tile_prior[candidates], self._tile_usage[candidates])
-            top, posterior = self._decode_options(out, self._tile_values, candidates, weights, None, 0, 0)
+            top, posterior, _ = self._decode_options(out, self._tile_values, candidates, weights, None, 0, 0)
             np.add.at(self._tile_usage, candidates[top], posterior / 4.0)
             grid.decoded[row, column, pixels] = out
             return 0.0
@@ -933,7 +943,8 @@ class TileReconstructor:
             if self._hud_colours:
                 seen = np.isin(book.hud_tiles[options], np.fromiter(self._hud_colours, np.int64)).all(axis=1)
                 weights = weights * np.where(seen, 1.0, 1e-3)
-            top, posterior = self._decode_options(self._hud_decoded[tile], self._hud_values, options, weights, None, 0, 0)
+            top, posterior, _ = self._decode_options(self._hud_decoded[tile], self._hud_values, options, weights,
+                                                     None, 0, 0)
             self._hud_best[tile] = book.hud_tiles[options[top[0]]]
             self._hud_certain[tile] = posterior[0] > CERTAIN
             return
