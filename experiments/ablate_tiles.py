@@ -15,6 +15,10 @@ each the full reconstructor with one part taken away:
 - ``blended sprite templates``: each template pixel blended by the share of sightings that showed its
   colour, instead of drawn where that share is at least ``SPRITE_SHARE``;
 - ``no status digits``: the status bar's tiles are not keyed by the state's digits;
+- ``blind to the palette rotation``: the codebook's blinking pixels hold one fixed colour (the rotation's
+  most frequent), as a codebook counted without following the rotation would;
+- ``exact matches only``: ``stray_probability = 0``: a candidate must explain every sample (one stray pixel
+  is forgotten only when no block matches);
 - ``hold`` and ``linear``: the non-learned baselines, for scale.
 """
 from __future__ import annotations
@@ -31,10 +35,10 @@ import numpy as np
 
 from models.baselines import make_baseline
 from models.evaluation import evaluate_sessions, summarize
-from models.tile_reconstructor import DEFAULT_CODEBOOK, TileReconstructor, load_codebook
-from models.tile_vocabulary import code_values
+from models.tile_reconstructor import DEFAULT_CODEBOOK, ROTATING, TileReconstructor, load_codebook
+from models.tile_vocabulary import code_values, colour_codes
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH
-from sgaps_env.sprites import TEMPLATE_SIZE, template_windows
+from sgaps_env.sprites import ROTATION_COLOURS, TEMPLATE_SIZE, template_windows
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.worlds import SPLIT_DESCRIPTION
 
@@ -87,6 +91,10 @@ def variants(codebook) -> dict:
         "no sprite templates": TileReconstructor(replace(codebook, sprite_colours=None, sprite_opacity=None)),
         "blended sprite templates": BlendedSprites(codebook),
         "no status digits": TileReconstructor(replace(codebook, hud_digit_slot=np.full_like(codebook.hud_digit_slot, -1))),
+        "blind to the palette rotation": TileReconstructor(replace(codebook, blocks=np.where(
+            codebook.blocks == ROTATING, colour_codes(ROTATION_COLOURS[1]), codebook.blocks), tiles=np.where(
+            codebook.tiles == ROTATING, colour_codes(ROTATION_COLOURS[1]), codebook.tiles))),
+        "exact matches only (no stray pixels)": TileReconstructor(codebook, stray_probability=0.0),
         "hold": make_baseline("hold"),
         "linear": make_baseline("linear"),
     }

@@ -570,24 +570,41 @@ class _BlockGrid:
         self.given = np.full((rows, columns, 2, top_k), -1, np.int32)
         self.given_weight = np.zeros((rows, columns, 2, top_k), np.float64)
         self.candidates: dict[tuple[int, int], np.ndarray] = {}
+        self.misses: dict[tuple[int, int], np.ndarray] = {}  # per candidate, the samples it does not explain
 
 
 class TileReconstructor:
-    """Reconstructs frames of any level from its samples, the state and a tile codebook (see the module)."""
+    """Reconstructs frames of any level from its samples, the state and a tile codebook (see the module).
+
+    | argument | default | meaning |
+    |---|---|---|
+    | ``codebook`` | | a :class:`TileCodebook` (:func:`load_codebook`) |
+    | ``atlas`` | None | a level atlas (``models.memory.StagePriors``): pages of the levels it knows start from it |
+    | ``max_pages`` | 256 | pages (16 block columns) of level memory kept, least recently used dropped |
+    | ``session_weight`` | 0.8 | weight of the session's own block usage in a candidate's prior (the rest: worlds 1-4) |
+    | ``top_k`` | 1 | a block is drawn as the posterior mean of its ``top_k`` most probable candidates |
+    | ``settle_samples`` | 24 | samples a tile needs before its decode joins the session's own tiles |
+    | ``use_blocks`` | True | False decodes tile by tile only (the ablation) |
+    | ``stray_probability`` | 1e-4 | chance that a sample is a stray pixel no block explains (an object without a RAM box); candidates may miss one sample at that cost. 0: exact matches, and one stray pixel is forgotten only when no block matches |
+    """
 
     name = "tiles"
     stateful = True  # the memory must see every frame of the session
 
     def __init__(self, codebook: TileCodebook, atlas: StagePriors | None = None, max_pages: int = 256,
-                 session_weight: float = 0.8, top_k: int = 1, settle_samples: int = 24, use_blocks: bool = True):
-        if not 0.0 <= session_weight <= 1.0 or top_k < 1 or max_pages < 2 or settle_samples < 1:
-            raise ValueError(f"TileReconstructor needs 0 <= session_weight <= 1, top_k >= 1, max_pages >= 2 and "
-                             f"settle_samples >= 1; got {session_weight}, {top_k}, {max_pages}, {settle_samples}")
+                 session_weight: float = 0.8, top_k: int = 1, settle_samples: int = 24, use_blocks: bool = True,
+                 stray_probability: float = 1e-4):
+        if not 0.0 <= session_weight <= 1.0 or top_k < 1 or max_pages < 2 or settle_samples < 1 \
+                or not 0.0 <= stray_probability < 1.0:
+            raise ValueError(f"TileReconstructor needs 0 <= session_weight <= 1, top_k >= 1, max_pages >= 2, "
+                             f"settle_samples >= 1 and 0 <= stray_probability < 1; got {session_weight}, {top_k}, "
+                             f"{max_pages}, {settle_samples}, {stray_probability}")
         self.codebook = codebook
         self.atlas = atlas
         self.use_blocks = use_blocks
         self.max_pages = max_pages
         self.session_weight, self.top_k, self.settle_samples = session_weight, top_k, settle_samples
+        self.stray_probability = stray_probability
         self._prepared_by_channels: dict[int, dict] = {}
         self.reset()
 
@@ -698,45 +715,57 @@ class TileReconstructor:
         codes = merged
         blocks = self._book.blocks
         candidates = grid.candidates.get((row, column))
+        misses = grid.misses.get((row, column))
+        tolerant = self.stray_probability > 0
         was_unmatched = bool(grid.unmatched[row, column]) and not changed
         if not self.use_blocks or was_unmatched:  # the ablation (tile by tile only), or no block matched before
-            candidates = np.zeros(0, np.int64)
+            candidates = misses = np.zeros(0, np.int64)
         elif candidates is None or changed:
             sampled = np.flatnonzero(known >= 0)
-            candidates = np.flatnonzero(matching(blocks, sampled, known[sampled]))
-        else:  # the older samples already agree with every candidate
+            misses = len(sampled) - agreeing(blocks[:, sampled], known[sampled]).sum(axis=1)
+            candidates = np.flatnonzero(misses <= (1 if tolerant else 0))
+            misses = misses[candidates]
+        else:  # the older samples already agree with every candidate (but for its counted misses)
             if grid.certain[row, column] and agreeing(blocks[candidates[0], positions], codes).all():
                 return  # one block holds nearly all the posterior and the new samples confirm it
             if grid.certain[row, column]:  # samples written while it was certain have not filtered the others
                 positions = np.flatnonzero(known >= 0)
                 codes = known[positions]
-            agree = agreeing(blocks[candidates[:, None], positions], codes).all(axis=1)
-            if agree.all() and len(candidates):
+                misses = np.zeros(len(candidates), np.int64)
+            new_misses = misses + (~agreeing(blocks[candidates[:, None], positions], codes)).sum(axis=1)
+            if (new_misses == misses).all() and len(candidates):
                 return  # the samples rule nothing out: the decode stands
-            candidates = candidates[agree]
-        if len(candidates) == 0 and self.use_blocks and not was_unmatched:
+            keep = new_misses <= (1 if tolerant else 0)
+            candidates, misses = candidates[keep], new_misses[keep]
+        if len(candidates) == 0 and self.use_blocks and not was_unmatched and not tolerant:
             candidates = self._near_misses(known)
+            misses = np.zeros(len(candidates), np.int64)
         if len(candidates) == 0 and self.use_blocks and grid.certain[row, column] and not changed:
             # a block named with certainty that this step's samples contradict changed (a ?-block was hit,
             # a coin taken) even where no older sample sits: name it again from this step's samples
             fresh = np.flatnonzero((when == self._step) & (known >= 0))
             candidates = np.flatnonzero(matching(blocks, fresh, known[fresh]))
+            misses = np.zeros(len(candidates), np.int64)
             if len(candidates):
                 known[when < self._step] = -1
         if len(candidates):
             self._forget_usage(grid, row, column, 0)
             weights = self._weights(self._block_prior[candidates], self._block_usage[candidates])
+            if tolerant:  # each sample a candidate does not explain is a stray pixel, at that probability
+                weights = weights * self.stray_probability ** misses
             top, posterior, _ = self._decode_options(grid.decoded[row, column], self._block_values,
                                                      candidates, weights, grid, row, column)
             # keep the candidates most probable first, so that a certain block is checked against its best
             candidates = np.concatenate([candidates[top], np.delete(candidates, top)])
             grid.candidates[(row, column)] = candidates
+            grid.misses[(row, column)] = np.concatenate([misses[top], np.delete(misses, top)])
             grid.unmatched[row, column] = False
             grid.certain[row, column] = posterior[0] > CERTAIN
             grid.best[row, column] = blocks[candidates[0]]
             self._give_usage(grid, row, column, 0, candidates[:len(top)], posterior, self._block_usage)
             return
         grid.candidates.pop((row, column), None)
+        grid.misses.pop((row, column), None)
         grid.unmatched[row, column] = True
         grid.certain[row, column] = False
         self._forget_usage(grid, row, column, 0)
