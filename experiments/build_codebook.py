@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from models.tile_reconstructor import DEFAULT_CODEBOOK, CodebookCounter, save_codebook
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.session_file import list_sessions
-from sgaps_env.worlds import check_training_sessions, split_metadata
+from sgaps_env.worlds import TRAINING_WORLDS, check_training_sessions, session_world, split_metadata
 
 
 @dataclass
@@ -45,6 +45,9 @@ class Args:
     """count every n-th of those frames"""
     min_count: int = 2
     """leave out blocks, tiles and shapes seen fewer times"""
+    worlds: list[int] = field(default_factory=lambda: list(TRAINING_WORLDS))
+    """count sessions that start in these worlds only (a subset of 1-4): a codebook of worlds 1-3 measures
+    on world 4 what a choice does on a world the codebook never saw, without touching worlds 5-8"""
     output: Path = DEFAULT_CODEBOOK
     """where the codebook goes"""
     progress: bool = True
@@ -54,7 +57,11 @@ class Args:
 def main(args: Args) -> dict:
     require_at_least(args, ("every", "min_count"))
     require_at_least(args, ("max_steps",), none_means="for whole sessions")
-    sessions = [session for session in list_sessions(args.data, None) if session.has_frames]
+    if not args.worlds or not set(args.worlds) <= set(TRAINING_WORLDS):
+        raise ValueError(f"--worlds {args.worlds}: count worlds among {list(TRAINING_WORLDS)} only (worlds 5-8 are "
+                         "held out for evaluation)")
+    sessions = [session for session in list_sessions(args.data, None)
+                if session.has_frames and session_world(session) in args.worlds]
     if not sessions:
         raise ValueError(f"{args.data} holds no session with frames: record some with `python agents/collect.py "
                          "--stages train-worlds --store-frames ...`")
@@ -67,7 +74,7 @@ def main(args: Args) -> dict:
         counter.add(session.frames(rows)[::args.every], states[::args.every], masks[::args.every])
     codebook = counter.codebook(args.min_count)
     seconds = time.perf_counter() - start
-    metadata = {"split": split_metadata(), "command": "python experiments/build_codebook.py " + shlex.join(sys.argv[1:]),
+    metadata = {"split": split_metadata(), "worlds": sorted(args.worlds), "command": "python experiments/build_codebook.py " + shlex.join(sys.argv[1:]),
                 "sessions": len(sessions), "data": [str(path) for path in args.data], "seconds": round(seconds, 1)}
     save_codebook(args.output, codebook, metadata)
     digits = int((codebook.hud_digit_slot >= 0).sum())

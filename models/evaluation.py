@@ -16,12 +16,16 @@ from tqdm.auto import tqdm
 from models.metrics import foreground_psnr, psnr, ssim
 from sgaps_env.coords import extract_pixels, frame_values, make_pattern
 from sgaps_env.session_file import read_sessions
+from sgaps_env.worlds import session_world
 
 
 def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: str = "random", color: str = "rgb",
                       split: str | None = None, max_steps: int | None = None, max_sessions: int | None = None,
-                      seed: int = 0, with_ssim: bool = True, score_every: int = 1, progress: bool = True) -> list[dict]:
+                      seed: int = 0, with_ssim: bool = True, score_every: int = 1, progress: bool = True,
+                      worlds: tuple[int, ...] | None = None) -> list[dict]:
     """One row per (session, scored step, reconstructor): psnr, ssim, foreground_psnr (nan without sprites), ms.
+
+    ``worlds``: only sessions that start in those worlds (1-based); None for all.
 
     Steps ``0, score_every, 2 * score_every, ...`` are scored. Reconstructors with ``stateful = False``
     run on those steps only; the others (a memory of the session) run on every step.
@@ -30,6 +34,8 @@ def evaluate_sessions(paths, reconstructors: dict, budget: int = 500, pattern: s
     rows = slice(0, max_steps)
     for session in tqdm(read_sessions(paths, split, max_sessions), desc=f"sessions @{budget}px", unit="session",
                         disable=not progress, total=max_sessions):
+        if worlds is not None and session_world(session) not in worlds:
+            continue
         key, session_id = session.checkpoint_key, session.session_id
         frames = session.frames(rows)
         states, masks = session.states(rows)

@@ -585,7 +585,7 @@ class TileReconstructor:
     | ``top_k`` | 1 | a block is drawn as the posterior mean of its ``top_k`` most probable candidates |
     | ``settle_samples`` | 24 | samples a tile needs before its decode joins the session's own tiles |
     | ``use_blocks`` | True | False decodes tile by tile only (the ablation) |
-    | ``stray_probability`` | 1e-4 | chance that a sample is a stray pixel no block explains (an object without a RAM box); candidates may miss one sample at that cost. 0: exact matches, and one stray pixel is forgotten only when no block matches |
+    | ``stray_probability`` | 0 | chance that a sample is a stray pixel no block explains (an object without a RAM box); above 0, candidates may miss one sample at that cost. 0: exact matches, and one stray pixel is forgotten only when no block matches |
     """
 
     name = "tiles"
@@ -593,7 +593,7 @@ class TileReconstructor:
 
     def __init__(self, codebook: TileCodebook, atlas: StagePriors | None = None, max_pages: int = 256,
                  session_weight: float = 0.8, top_k: int = 1, settle_samples: int = 24, use_blocks: bool = True,
-                 stray_probability: float = 1e-4):
+                 stray_probability: float = 0.0):
         if not 0.0 <= session_weight <= 1.0 or top_k < 1 or max_pages < 2 or settle_samples < 1 \
                 or not 0.0 <= stray_probability < 1.0:
             raise ValueError(f"TileReconstructor needs 0 <= session_weight <= 1, top_k >= 1, max_pages >= 2, "

@@ -59,6 +59,11 @@ def held_out_rows(states: np.ndarray) -> np.ndarray:
     return np.isin(worlds, HELD_OUT_WORLDS)
 
 
+def session_world(session) -> int:
+    """The world (1-based) a recorded session (``sgaps_env.session_file.RecordedSession``) starts in."""
+    return int(field_ints(session.states(slice(0, 1))[0], "world")[0]) + 1
+
+
 def check_training_states(states: np.ndarray, where: str) -> None:
     """Raise a ValueError when any row of ``states (T, D)`` comes from worlds 5-8.
 
