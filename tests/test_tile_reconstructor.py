@@ -193,3 +193,34 @@ def test_blinking_blocks_are_counted_once_and_drawn_in_the_frame_s_rotation_colo
                 error.append(np.abs(output[HUD_ROWS:][where] - frame_values(frame, "rgb")[HUD_ROWS:][where]).mean())
         errors[name] = float(np.mean(error))
     assert errors["aware"] < 0.5 * errors["blind"], errors
+
+
+def test_a_block_that_changed_is_named_again_from_its_new_samples(sessions):
+    from sgaps_env.coords import pixel_to_uv
+    from sgaps_env.sprites import box_mask, sprite_boxes
+
+    _, (train, _, _) = sessions
+    states, masks = train.states(slice(0, 1))
+    state, mask = states[0], masks[0]
+    top, left = HUD_ROWS + 16, 80  # a 16x16 block of the level on screen (the camera is on the block grid)
+    assert camera_x(state) % 16 == 0 and not box_mask(sprite_boxes(state, mask), margin=4)[top:top + 16, left:left + 16].any()
+    sky, brick = np.array([16, 16, 16], np.uint8), np.array([48, 48, 48], np.uint8)
+    flat = lambda colour, size: np.full((1, size), colour_codes(colour), np.int32)  # noqa: E731
+    # the shipped status bar and sprites, and a background of two flat blocks: sky (common) and brick
+    codebook = replace(load_codebook(DEFAULT_CODEBOOK)[0],
+                       blocks=np.concatenate([flat(sky, BLOCK_PIXELS), flat(brick, BLOCK_PIXELS)]),
+                       block_log_prior=np.log(np.array([0.9, 0.1], np.float32)),
+                       tiles=np.concatenate([flat(sky, TILE * TILE), flat(brick, TILE * TILE)]),
+                       tile_log_prior=np.log(np.array([0.9, 0.1], np.float32)),
+                       shapes=np.zeros((1, TILE * TILE), np.uint8), shape_log_prior=np.zeros(1, np.float32))
+    reconstructor = TileReconstructor(codebook)
+    positions = np.random.default_rng(0).permutation(BLOCK_PIXELS)
+    for step in range(7):  # six steps of sky, then the block turns to brick where nothing was sampled yet
+        frame = np.broadcast_to(sky, (240, 256, 3)).copy()
+        if step == 6:
+            frame[top:top + 16, left:left + 16] = brick
+        chosen = positions[step * 8:(step + 1) * 8]
+        coords = pixel_to_uv(top + chosen // 16, left + chosen % 16)
+        output = reconstructor.reconstruct(extract_pixels(frame, coords, "rgb"), state, mask)
+    assert np.allclose(output[top:top + 16, left:left + 16], brick / 255.0), \
+        "the block's older samples belong to a state that is gone"
