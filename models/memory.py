@@ -25,16 +25,15 @@ beyond the ``camera_x`` field's range (:data:`MAX_LEVEL_WIDTH`) is refused.
 """
 from __future__ import annotations
 
-import json
 from collections import OrderedDict, deque
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from models.npz_files import read_npz, write_npz
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, color_for, frame_values
 from sgaps_env.session_file import list_sessions
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX, STATE_SCALE
@@ -155,39 +154,19 @@ class StagePriors:
     def save(self, path, metadata: dict) -> None:
         """Write the priors as a separately shipped level atlas: a compressed npz of each level's arrays
         (``"<level key>/<array>"``) and JSON ``metadata`` (the split, the command, the sessions)."""
-        arrays = {f"{key}/{name}": array for key, prior in self.levels.items() for name, array in prior.arrays().items()}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, metadata=np.array(json.dumps(metadata)), **arrays)
+        write_npz(path, {f"{key}/{name}": array for key, prior in self.levels.items()
+                         for name, array in prior.arrays().items()}, metadata)
 
     @classmethod
     def load(cls, path) -> tuple["StagePriors", dict]:
         """``(priors, metadata)`` from :meth:`save`'s file; sizes are checked before anything is read, and every
         level's arrays (names, dtypes, shapes, palette indices) before it is used."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no level atlas at {path}: build one with `python experiments/build_atlas.py`")
-        if path.stat().st_size > MAX_ATLAS_BYTES:
-            raise ValueError(f"{path} is {path.stat().st_size} bytes; a level atlas is at most {MAX_ATLAS_BYTES}")
-        try:
-            archive = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise ValueError(f"{path} is not a level atlas (an npz from StagePriors.save): {error}") from error
-        with archive:
-            if "metadata" not in archive.files:
-                raise ValueError(f"{path} has no metadata: it is not a level atlas from StagePriors.save")
-            unpacked = sum(archive.zip.getinfo(f"{name}.npy").file_size for name in archive.files)
-            if unpacked > 16 * MAX_ATLAS_BYTES:
-                raise ValueError(f"{path} unpacks to {unpacked} bytes, more than a level atlas holds")
-            levels: dict[str, dict[str, torch.Tensor]] = {}
-            for name in archive.files:
-                if name == "metadata":
-                    continue
-                key, _, array = name.partition("/")
-                levels.setdefault(key, {})[array] = torch.from_numpy(archive[name])
-            try:
-                metadata = json.loads(str(archive["metadata"]))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: its metadata is not JSON ({error})") from error
+        arrays, metadata = read_npz(path, "level atlas", "python experiments/build_atlas.py", MAX_ATLAS_BYTES,
+                                    16 * MAX_ATLAS_BYTES)
+        levels: dict[str, dict[str, torch.Tensor]] = {}
+        for name, array in arrays.items():
+            key, _, field = name.partition("/")
+            levels.setdefault(key, {})[field] = torch.from_numpy(array)
         return cls.from_tensors(levels), metadata
 
     @classmethod

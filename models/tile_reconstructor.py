@@ -34,7 +34,6 @@ samples are pasted exactly. Nothing is fitted to a level: worlds 5-8 never enter
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +43,7 @@ from scipy import ndimage
 
 from models.baselines import _check_pixels
 from models.memory import StagePriors
+from models.npz_files import read_npz, write_npz
 from models.tile_vocabulary import TILE, TILE_COLOURS, canonical_shapes, code_values, colour_codes
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, uv_to_pixel
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, ROTATION_COLOURS, ROTATION_PHASES,
@@ -470,35 +470,17 @@ def save_codebook(path: str | Path, codebook: TileCodebook, metadata: dict) -> N
     missing = [name for name, array in arrays.items() if array is None]
     if missing:
         raise ValueError(f"the codebook lacks {missing}: build it with CodebookCounter.codebook()")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, metadata=np.array(json.dumps(metadata)), **arrays)
+    write_npz(path, arrays, metadata)
 
 
 def load_codebook(path: str | Path = DEFAULT_CODEBOOK) -> tuple[TileCodebook, dict]:
     """Read a codebook written by :func:`save_codebook`, checking every array's dtype, shape and range first."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no tile codebook at {path}: build one with `python experiments/build_codebook.py`")
-    if path.stat().st_size > MAX_CODEBOOK_BYTES:
-        raise ValueError(f"{path} is {path.stat().st_size} bytes; a tile codebook is at most {MAX_CODEBOOK_BYTES}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise ValueError(f"{path} is not a tile codebook (an npz from save_codebook): {error}") from error
-    with archive:
-        expected = {*_CODEBOOK_ARRAYS, "metadata"}
-        if set(archive.files) != expected:
-            raise ValueError(f"{path} holds {sorted(archive.files)}, expected {sorted(expected)}: rebuild it with "
-                             "`python experiments/build_codebook.py`")
-        for name in archive.files:  # np.load reads lazily: check each entry's size before reading it
-            info = archive.zip.getinfo(f"{name}.npy")
-            if info.file_size > 8 * MAX_CODEBOOK_BYTES:
-                raise ValueError(f"{path}: {name} unpacks to {info.file_size} bytes, more than a codebook holds")
-        arrays = {name: archive[name] for name in _CODEBOOK_ARRAYS}
-        try:
-            metadata = json.loads(str(archive["metadata"]))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: its metadata is not JSON ({error})") from error
+    arrays, metadata = read_npz(path, "tile codebook", "python experiments/build_codebook.py", MAX_CODEBOOK_BYTES,
+                                8 * MAX_CODEBOOK_BYTES)
+    if set(arrays) != set(_CODEBOOK_ARRAYS):
+        raise ValueError(f"{path} holds {sorted(arrays)}, expected {sorted(_CODEBOOK_ARRAYS)}: rebuild it with "
+                         "`python experiments/build_codebook.py`")
     for name, (dtype, shape) in _CODEBOOK_ARRAYS.items():
         array = arrays[name]
         if array.dtype != dtype or array.ndim != len(shape) \
