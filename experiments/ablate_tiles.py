@@ -10,6 +10,8 @@ each the full reconstructor with one part taken away:
 - ``full``: the shipped codebook, the most probable block, session-adapted prior (the defaults);
 - ``posterior mean of 8``: the posterior mean of the 8 most probable blocks instead of the most probable;
 - ``no session prior``: the block prior is the frequency on worlds 1-4 alone (session_weight = 0);
+- ``no block pairs``: a candidate gains nothing from having followed the neighbouring block in this session
+  (pair_weight = 0);
 - ``tiles only``: no 16x16 blocks, every 8x8 tile named on its own;
 - ``no sprite templates``: the background shows through the sprites, only their samples drawn;
 - ``blended sprite templates``: each template pixel blended by the share of sightings that showed its
@@ -90,6 +92,7 @@ def variants(codebook) -> dict:
         "full": TileReconstructor(codebook),
         "posterior mean of 8": TileReconstructor(codebook, top_k=8),
         "no session prior": TileReconstructor(codebook, session_weight=0.0),
+        "no block pairs": TileReconstructor(codebook, pair_weight=0.0),
         "tiles only": TileReconstructor(codebook, use_blocks=False),
         "no sprite templates": TileReconstructor(replace(codebook, sprite_colours=None, sprite_opacity=None)),
         "blended sprite templates": BlendedSprites(codebook),

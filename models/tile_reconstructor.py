@@ -543,6 +543,7 @@ class _BlockGrid:
         self.certain = np.zeros((rows, columns), bool)
         # no codebook block matches the samples (decoded tile by tile): more samples cannot change that
         self.unmatched = np.zeros((rows, columns), bool)
+        self.best_index = np.full((rows, columns), -1, np.int64)  # the codebook block drawn (-1: none)
         self.tile_unmatched = np.zeros((rows, columns, 4), bool)  # the same for its tiles and the codebook's tiles
         # per (row, column, tile) of a block decoded tile by tile: the codebook tiles and the shapes that still fit
         self.tile_candidates: dict[tuple[int, int, int], np.ndarray] = {}
@@ -567,6 +568,7 @@ class TileReconstructor:
     | ``top_k`` | 1 | a block is drawn as the posterior mean of its ``top_k`` most probable candidates |
     | ``settle_samples`` | 24 | samples a tile needs before its decode joins the session's own tiles |
     | ``use_blocks`` | True | False decodes tile by tile only (the ablation) |
+    | ``pair_weight`` | 100 | how much a candidate gains from having followed, in this session, the block named above (or left of) this one: its prior times 1 + ``pair_weight`` x its share of those followers. 0: off |
     | ``stray_probability`` | 0 | chance that a sample is a stray pixel no block explains (an object without a RAM box); above 0, candidates may miss one sample at that cost. 0: exact matches, and one stray pixel is forgotten only when no block matches |
     """
 
@@ -575,18 +577,20 @@ class TileReconstructor:
 
     def __init__(self, codebook: TileCodebook, atlas: StagePriors | None = None, max_pages: int = 256,
                  session_weight: float = 0.8, top_k: int = 1, settle_samples: int = 24, use_blocks: bool = True,
-                 stray_probability: float = 0.0):
+                 stray_probability: float = 0.0, pair_weight: float = 100.0):
         if not 0.0 <= session_weight <= 1.0 or top_k < 1 or max_pages < 2 or settle_samples < 1 \
-                or not 0.0 <= stray_probability < 1.0:
+                or not 0.0 <= stray_probability < 1.0 or not 0.0 <= pair_weight < float("inf"):
             raise ValueError(f"TileReconstructor needs 0 <= session_weight <= 1, top_k >= 1, max_pages >= 2, "
-                             f"settle_samples >= 1 and 0 <= stray_probability < 1; got {session_weight}, {top_k}, "
-                             f"{max_pages}, {settle_samples}, {stray_probability}")
+                             f"settle_samples >= 1, 0 <= stray_probability < 1 and a finite pair_weight >= 0; got "
+                             f"{session_weight}, {top_k}, {max_pages}, {settle_samples}, {stray_probability}, "
+                             f"{pair_weight}")
         self.codebook = codebook
         self.atlas = atlas
         self.use_blocks = use_blocks
         self.max_pages = max_pages
         self.session_weight, self.top_k, self.settle_samples = session_weight, top_k, settle_samples
         self.stray_probability = stray_probability
+        self.pair_weight = pair_weight
         self._prepared_by_channels: dict[int, dict] = {}
         self.reset()
 
@@ -609,6 +613,8 @@ class TileReconstructor:
         self._block_usage = np.zeros(len(self._book.blocks), np.float64)
         self._tile_usage = np.zeros(len(self._book.tiles), np.float64)
         self._session_tiles = _Dictionary(TILE * TILE)
+        # (side, codebook block named above or left) -> {codebook block named below or right of it: times}
+        self._pairs: dict[tuple[int, int], dict[int, int]] = {}
 
     # --- memory ------------------------------------------------------------------------------------
 
@@ -733,6 +739,8 @@ class TileReconstructor:
         if len(candidates):
             self._forget_usage(grid, row, column, 0)
             weights = self._weights(self._block_prior[candidates], self._block_usage[candidates])
+            if self.pair_weight:
+                weights = weights * self._pair_factor(grid, row, column, candidates)
             if tolerant:  # each sample a candidate does not explain is a stray pixel, at that probability
                 weights = weights * self.stray_probability ** misses
             top, posterior, _ = self._decode_options(grid.decoded[row, column], self._block_values,
@@ -744,6 +752,9 @@ class TileReconstructor:
             grid.unmatched[row, column] = False
             grid.certain[row, column] = posterior[0] > CERTAIN
             grid.best[row, column] = blocks[candidates[0]]
+            if grid.best_index[row, column] != candidates[0]:
+                grid.best_index[row, column] = candidates[0]
+                self._count_pairs(grid, row, column, int(candidates[0]))
             self._give_usage(grid, row, column, 0, candidates[:len(top)], posterior, self._block_usage)
             return
         grid.candidates.pop((row, column), None)
@@ -775,6 +786,34 @@ class TileReconstructor:
         known[stray] = -1
         sampled = np.flatnonzero(known >= 0)
         return np.flatnonzero(matching(blocks, sampled, known[sampled]))
+
+    @staticmethod
+    def _named_neighbours(grid: _BlockGrid, row: int, column: int) -> list[tuple[int, int]]:
+        """``(side, codebook index)`` of the neighbours above (side 0) and to the left (side 1, same page) that
+        are named from the codebook."""
+        named = []
+        if row > 0 and grid.best_index[row - 1, column] >= 0:
+            named.append((0, int(grid.best_index[row - 1, column])))
+        if column > 0 and grid.best_index[row, column - 1] >= 0:
+            named.append((1, int(grid.best_index[row, column - 1])))
+        return named
+
+    def _pair_factor(self, grid: _BlockGrid, row: int, column: int, candidates: np.ndarray) -> np.ndarray:
+        """``(K,)`` factor on the candidates' prior: 1 plus ``pair_weight`` times each candidate's share of the
+        blocks this session has named below (or right of) the block named above (or left of) this one."""
+        factor = np.ones(len(candidates))
+        for side, neighbour in self._named_neighbours(grid, row, column):
+            followers = self._pairs.get((side, neighbour))
+            if followers:
+                total = sum(followers.values()) + 1.0
+                for follower, times in followers.items():  # a block has few followers, and candidates are many
+                    factor[candidates == follower] += self.pair_weight * times / total
+        return factor
+
+    def _count_pairs(self, grid: _BlockGrid, row: int, column: int, named: int) -> None:
+        for side, neighbour in self._named_neighbours(grid, row, column):
+            followers = self._pairs.setdefault((side, neighbour), {})
+            followers[named] = followers.get(named, 0) + 1
 
     def _weights(self, prior: np.ndarray, usage: np.ndarray) -> np.ndarray:
         """Prior weights of codebook candidates: their frequency on worlds 1-4 mixed with their share of this
