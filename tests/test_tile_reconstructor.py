@@ -224,3 +224,44 @@ def test_a_block_that_changed_is_named_again_from_its_new_samples(sessions):
         output = reconstructor.reconstruct(extract_pixels(frame, coords, "rgb"), state, mask)
     assert np.allclose(output[top:top + 16, left:left + 16], brick / 255.0), \
         "the block's older samples belong to a state that is gone"
+
+
+def test_a_block_under_a_known_block_follows_what_this_session_put_under_it(sessions):
+    from sgaps_env.coords import pixel_to_uv
+    from sgaps_env.sprites import box_mask, sprite_boxes
+
+    _, (train, _, _) = sessions
+    states, masks = train.states(slice(0, 1))
+    state, mask = states[0], masks[0]
+    upper, lower, third = HUD_ROWS + 32, HUD_ROWS + 48, HUD_ROWS + 64  # block rows of the level; screen columns 8-15
+    assert camera_x(state) % 16 == 0 and not box_mask(sprite_boxes(state, mask), margin=4)[upper:third + 16, 128:].any()
+    sky, top, dirt, rock = (np.array(c, np.uint8) for c in ([16, 16, 16], [200, 40, 40], [90, 60, 30], [60, 60, 60]))
+    code = lambda colour: int(colour_codes(colour))  # noqa: E731
+    half = np.repeat([0, 1], BLOCK_PIXELS // 2)  # top half 0, bottom half 1
+    blocks = np.stack([np.full(BLOCK_PIXELS, code(sky)), np.full(BLOCK_PIXELS, code(top)),
+                       np.full(BLOCK_PIXELS, code(dirt)), np.where(half == 0, code(dirt), code(rock))]).astype(np.int32)
+    # dirt over rock is the codebook's favourite and the level's most used block (the third row); but under its
+    # red tops this level puts plain dirt
+    codebook = replace(load_codebook(DEFAULT_CODEBOOK)[0], blocks=blocks,
+                       block_log_prior=np.log(np.array([0.6, 0.1, 0.05, 0.25], np.float32)))
+    frame = np.broadcast_to(sky, (240, 256, 3)).copy()
+    frame[upper:upper + 16, 128:] = top
+    frame[lower:lower + 16, 128:] = dirt
+    frame[third:third + 8, 128:], frame[third + 8:third + 16, 128:] = dirt, rock
+    rng = np.random.default_rng(0)
+
+    def replay(reconstructor):
+        for step in range(8):  # columns 8-14 fully seen, then column 15's lower block only on its top half
+            rows, cols = np.mgrid[upper:third + 16, 128:256].reshape(2, -1)
+            keep = ~((rows >= upper) & (rows < third) & (cols >= 240))  # column 15's top two blocks unseen
+            rows, cols = rows[keep], cols[keep]
+            pick = rng.choice(len(rows), 600, replace=False)
+            rows, cols = rows[pick], cols[pick]
+            if step == 7:
+                rows, cols = lower + rng.integers(0, 8, 6), 240 + rng.integers(0, 16, 6)
+                rows, cols = np.r_[rows, upper + rng.integers(0, 16, 6)], np.r_[cols, 240 + rng.integers(0, 16, 6)]
+            output = reconstructor.reconstruct(extract_pixels(frame, pixel_to_uv(rows, cols), "rgb"), state, mask)
+        return output[lower + 8:lower + 16, 240:256]
+
+    assert np.allclose(replay(TileReconstructor(codebook)), dirt / 255.0), "this session's pairs decide"
+    assert np.allclose(replay(TileReconstructor(codebook, pair_weight=0.0)), rock / 255.0), "the codebook's prior"
