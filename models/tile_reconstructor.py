@@ -102,9 +102,9 @@ def merge_samples(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndar
     plain_old, plain_new = plain_codes(old), plain_codes(new)
     same = plain_old == plain_new
     new_maybe = (new & MAYBE_ROTATING) != 0
-    old_blinks = (old == ROTATING) | ((old >= 0) & ((old & MAYBE_ROTATING) != 0))
-    blink = ~same & old_blinks & new_maybe
-    stored = np.where(same, np.where(((old & MAYBE_ROTATING) != 0) & new_maybe, new, plain_new), ROTATING)
+    old_maybe = (old >= 0) & ((old & MAYBE_ROTATING) != 0)
+    blink = ~same & ((old == ROTATING) | old_maybe) & new_maybe
+    stored = np.where(same, np.where(old_maybe & new_maybe, new, plain_new), ROTATING)
     stored = np.where(old < 0, new, np.where(same | blink, stored, new))
     return stored, (old >= 0) & ~same & ~blink
 
@@ -544,12 +544,11 @@ class _BlockGrid:
         self.certain = np.zeros((rows, columns), bool)
         # no codebook block matches the samples (decoded tile by tile): more samples cannot change that
         self.unmatched = np.zeros((rows, columns), bool)
-        self.best_index = np.full((rows, columns), -1, np.int64)  # the codebook block drawn (-1: none)
+        self.best_index = np.full((rows, columns), -1, np.int64)  # the codebook block drawn first (-1: none)
         self.tile_unmatched = np.zeros((rows, columns, 4), bool)  # the same for its tiles and the codebook's tiles
         # per (row, column, tile) of a block decoded tile by tile: the codebook tiles and the shapes that still fit
         self.tile_candidates: dict[tuple[int, int, int], np.ndarray] = {}
         self.shape_fits: dict[tuple[int, int, int], np.ndarray] = {}
-        self.best = np.full((rows, columns, BLOCK_PIXELS), -1, np.int32)  # the most probable block's codes
         # what each block's decode adds to the session's block counts: codebook indices and posterior
         self.given = np.full((rows, columns, 2, top_k), -1, np.int32)
         self.given_weight = np.zeros((rows, columns, 2, top_k), np.float64)
@@ -674,7 +673,7 @@ class TileReconstructor:
             # at once, and decode only the blocks with a sample that surprised them
             surprised = np.zeros(grid.certain.shape, bool)
             surprised[r, c] = True
-            agrees = grid.certain[r, c] & agreeing(grid.best[r, c, p], k)
+            agrees = grid.certain[r, c] & agreeing(self._book.blocks[grid.best_index[r, c], p], k)
             surprised[r[agrees], c[agrees]] = False
             surprised[r[~agrees], c[~agrees]] = True
             quiet = ~surprised[r, c]
@@ -744,15 +743,14 @@ class TileReconstructor:
                 weights = weights * self._pair_factor(grid, row, column, candidates)
             if tolerant:  # each sample a candidate does not explain is a stray pixel, at that probability
                 weights = weights * self.stray_probability ** misses
-            top, posterior, _ = self._decode_options(grid.decoded[row, column], self._block_values,
-                                                     candidates, weights, grid, row, column)
+            top, posterior = self._decode_options(grid.decoded[row, column], self._block_values, candidates,
+                                                  weights, grid, row, column)
             # keep the candidates most probable first, so that a certain block is checked against its best
             candidates = np.concatenate([candidates[top], np.delete(candidates, top)])
             grid.candidates[(row, column)] = candidates
             grid.misses[(row, column)] = np.concatenate([misses[top], np.delete(misses, top)])
             grid.unmatched[row, column] = False
             grid.certain[row, column] = posterior[0] > CERTAIN
-            grid.best[row, column] = blocks[candidates[0]]
             if grid.best_index[row, column] != candidates[0]:
                 grid.best_index[row, column] = candidates[0]
                 self._count_pairs(grid, row, column, int(candidates[0]))
@@ -837,10 +835,10 @@ class TileReconstructor:
         np.add.at(usage, indices, posterior)
 
     def _decode_options(self, out: np.ndarray, values: np.ndarray, options: np.ndarray, weights: np.ndarray,
-                        grid: _BlockGrid | None, row: int, column: int) -> tuple[np.ndarray, np.ndarray, float]:
+                        grid: _BlockGrid | None, row: int, column: int) -> tuple[np.ndarray, np.ndarray]:
         """Write into ``out (P, C)`` the posterior mean of the ``top_k`` most probable options, ``values[options]``
-        ``(K, P, C)`` with prior ``weights (K,)``; returns their positions in ``options``, their posterior among
-        themselves and the most probable option's posterior among all (and records the entropy on ``grid``)."""
+        ``(K, P, C)`` with prior ``weights (K,)``; returns their positions in ``options`` and their posterior (and
+        records the entropy on ``grid``)."""
         keep = max(self.top_k, ENTROPY_OPTIONS)
         ranked = np.argpartition(-weights, keep - 1)[:keep] if len(weights) > keep else np.arange(len(weights))
         ranked = ranked[np.argsort(-weights[ranked], kind="stable")]
@@ -850,7 +848,7 @@ class TileReconstructor:
         top = ranked[:self.top_k]
         posterior = weights[top] / weights[top].sum()
         out[:] = np.einsum("k,kpc->pc", posterior, values[options[top]])
-        return top, posterior, float(weights[top[0]] / weights.sum())
+        return top, posterior
 
     def _decode_tile(self, grid: _BlockGrid, row: int, column: int, tile: int) -> float:
         """Decode one 8x8 tile of a block no counted block explains; returns its posterior entropy."""
@@ -872,9 +870,8 @@ class TileReconstructor:
         grid.tile_unmatched[row, column, tile] = len(candidates) == 0
         if len(candidates):
             grid.tile_candidates[(row, column, tile)] = candidates
-        if len(candidates):
             weights = self._weights(self._tile_prior[candidates], self._tile_usage[candidates])
-            top, posterior, _ = self._decode_options(out, self._tile_values, candidates, weights, None, 0, 0)
+            top, posterior = self._decode_options(out, self._tile_values, candidates, weights, None, 0, 0)
             np.add.at(self._tile_usage, candidates[top], posterior / 4.0)
             grid.decoded[row, column, pixels] = out
             return 0.0
@@ -994,8 +991,8 @@ class TileReconstructor:
             if self._hud_colours:
                 seen = np.isin(book.hud_tiles[options], np.fromiter(self._hud_colours, np.int64)).all(axis=1)
                 weights = weights * np.where(seen, 1.0, 1e-3)
-            top, posterior, _ = self._decode_options(self._hud_decoded[tile], self._hud_values, options, weights,
-                                                     None, 0, 0)
+            top, posterior = self._decode_options(self._hud_decoded[tile], self._hud_values, options, weights,
+                                                  None, 0, 0)
             self._hud_best[tile] = book.hud_tiles[options[top[0]]]
             self._hud_certain[tile] = posterior[0] > CERTAIN
             return
@@ -1011,10 +1008,9 @@ class TileReconstructor:
 
     def _prepared(self, channels: int) -> dict:
         """The codebook in a session's colours, as values to draw (computed once per colour mode, kept across
-        :meth:`reset`)."""
+        :meth:`reset`); ``self.channels`` is already ``channels``."""
         if channels not in self._prepared_by_channels:
             book = luma_codebook(self.codebook) if channels == 1 else self.codebook
-            self.channels = channels
             rotation = colour_codes(ROTATION_COLOURS)
             prepared = {"_book": book, "_block_values": self._values(book.blocks),
                         "_tile_values": self._values(book.tiles), "_hud_values": code_values(book.hud_tiles, channels),
