@@ -13,9 +13,9 @@ each the full reconstructor with one part taken away:
 - ``no block pairs``: a candidate gains nothing from having followed the neighbouring block in this session
   (pair_weight = 0);
 - ``tiles only``: no 16x16 blocks, every 8x8 tile named on its own;
-- ``no sprite templates``: the background shows through the sprites, only their samples drawn;
-- ``blended sprite templates``: each template pixel blended by the share of sightings that showed its
-  colour, instead of drawn where that share is at least ``SPRITE_SHARE``;
+- ``no sprites``: the background shows through the sprites, only their samples drawn;
+- ``sprites without their samples``: every sprite drawn as its pose's most frequent appearance, instead of the
+  appearance that best explains the samples in its window (``sprite_miss_probability = 1``);
 - ``no status digits``: the status bar's tiles are not keyed by the state's digits;
 - ``blind to the palette rotation``: the codebook's blinking pixels hold one fixed colour (the rotation's
   most frequent), as a codebook counted without following the rotation would;
@@ -39,9 +39,8 @@ import numpy as np
 from models.baselines import make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.tile_reconstructor import DEFAULT_CODEBOOK, ROTATING, TileReconstructor, load_codebook
-from models.tile_vocabulary import code_values, colour_codes
-from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH
-from sgaps_env.sprites import ROTATION_COLOURS, TEMPLATE_SIZE, template_windows
+from models.tile_vocabulary import colour_codes
+from sgaps_env.sprites import ROTATION_COLOURS
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.worlds import SPLIT_DESCRIPTION
 
@@ -70,22 +69,6 @@ class Args:
     """show progress bars"""
 
 
-class BlendedSprites(TileReconstructor):
-    """The tile reconstructor with its sprite templates blended by their share of sightings."""
-
-    def _draw_sprites(self, image: np.ndarray, boxes) -> None:
-        height, width = TEMPLATE_SIZE
-        for pose, top, left in sorted(template_windows(boxes), key=lambda window: -window[0]):
-            rows = slice(max(0, top), min(FRAME_HEIGHT, top + height))
-            cols = slice(max(0, left), min(FRAME_WIDTH, left + width))
-            if rows.start >= rows.stop or cols.start >= cols.stop:
-                continue
-            window = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
-            share = self._book.sprite_opacity[pose][window][..., None]
-            colour = code_values(self._book.sprite_colours[pose][window], self.channels)
-            image[rows, cols] = share * colour + (1.0 - share) * image[rows, cols]
-
-
 def variants(codebook) -> dict:
     """The reconstructors compared, by name."""
     return {
@@ -94,8 +77,8 @@ def variants(codebook) -> dict:
         "no session prior": TileReconstructor(codebook, session_weight=0.0),
         "no block pairs": TileReconstructor(codebook, pair_weight=0.0),
         "tiles only": TileReconstructor(codebook, use_blocks=False),
-        "no sprite templates": TileReconstructor(replace(codebook, sprite_colours=None, sprite_opacity=None)),
-        "blended sprite templates": BlendedSprites(codebook),
+        "no sprites": TileReconstructor(replace(codebook, sprite_appearances=None)),
+        "sprites without their samples": TileReconstructor(codebook, sprite_miss_probability=1.0),
         "no status digits": TileReconstructor(replace(codebook, hud_digit_slot=np.full_like(codebook.hud_digit_slot, -1))),
         "blind to the palette rotation": TileReconstructor(replace(codebook, blocks=np.where(
             codebook.blocks == ROTATING, colour_codes(ROTATION_COLOURS[1]), codebook.blocks), tiles=np.where(

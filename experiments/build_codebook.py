@@ -10,7 +10,8 @@ What happens, top to bottom:
 1. Every --every-th frame of the first --max-steps steps of each session is counted
    (``models.tile_reconstructor.CodebookCounter``): the coloured 16x16 blocks and 8x8 tiles on the level's
    grid outside the RAM sprite boxes, the status bar's tiles with the digits the state says they show (the
-   positions that follow a digit are found from the frames), and each sprite pose's template window.
+   positions that follow a digit are found from the frames), and each sprite pose's exact appearances (the
+   pixels of its template window that differ from the session's background there).
 2. Blocks, tiles and shapes seen fewer than --min-count times are left out; the codebook is written as a
    compressed npz (a few hundred KB) that ``TileReconstructor`` reads with ``load_codebook``.
 """

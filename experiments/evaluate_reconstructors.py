@@ -34,6 +34,7 @@ from models.memory import StagePriors
 from models.tile_reconstructor import DEFAULT_ATLAS, DEFAULT_CODEBOOK, TileReconstructor, load_codebook
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.coords import COLOR_CHANNELS, PATTERNS
+from sgaps_env.sprites import key_stage
 from sgaps_env.worlds import SPLIT_DESCRIPTION, stage_group
 
 
@@ -123,7 +124,7 @@ def main(args: Args) -> dict:
     tiles = {"tiles", "tiles+atlas"} & set(args.reconstructors)
     codebook, codebook_metadata = load_codebook(args.codebook) if tiles else (None, None)
     atlas = StagePriors.load(args.atlas)[0] if "tiles+atlas" in args.reconstructors else None
-    trained_stages = {key.rsplit("-", 1)[0] for key in (spt.priors.levels if spt else {})}
+    trained_stages = {key_stage(key) for key in (spt.priors.levels if spt else {})}
     rows = []
     for budget in args.budgets:
         reconstructors = {name: spt if name == "spt" else TileReconstructor(codebook) if name == "tiles"

@@ -38,7 +38,7 @@ from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, color_for, frame_values
 from sgaps_env.session_file import list_sessions
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX, STATE_SCALE
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, ROTATION_PHASES, area_key, box_mask, camera_x, hud_digits,
-                               rotation_phase, sprite_boxes)
+                               legacy_area_key, rotation_phase, sprite_boxes)
 from sgaps_env.worlds import check_training_sessions, check_training_states
 
 #: ``LevelPrior.digit_index`` value of a digit the training frames never showed.
@@ -119,6 +119,12 @@ class StagePriors:
     def __len__(self) -> int:
         return len(self.levels)
 
+    def get(self, key: str) -> "LevelPrior | None":
+        """The prior of level area ``key`` (:func:`sgaps_env.sprites.area_key`), or None. Checkpoints made before
+        area keys named the area type hold ``"W-S-A"`` keys: those serve every sub-area of their stage's area."""
+        found = self.levels.get(key)
+        return found if found is not None else self.levels.get(legacy_area_key(key))
+
     def nbytes(self) -> int:
         return sum(array.nbytes for prior in self.levels.values() for array in prior.arrays().values())
 
@@ -190,10 +196,13 @@ class StagePriors:
             for frame_ids, state, mask in zip(ids, states, masks):
                 if round(float(state[_GAME_MODE]) * 3) != 1:
                     continue
-                level, camera = area_key(state), max(0, camera_x(state))
+                level, camera = area_key(state), camera_x(state)
+                if camera < 0:  # 4-4's maze rewinding the level: the screen is not on the level's canvas
+                    continue
                 phase = rotation_phase(state, mask) or 0
                 counts = votes.get(level)
-                needed = (FRAME_HEIGHT, camera + FRAME_WIDTH, len(colours) * ROTATION_PHASES)
+                # the level up to this screen, then the status bar's 256 columns
+                needed = (FRAME_HEIGHT, camera + 2 * FRAME_WIDTH, len(colours) * ROTATION_PHASES)
                 if counts is None or any(n > have for n, have in zip(needed, counts.shape)):
                     have = counts.shape if counts is not None else (0, 0, 0)
                     grown = np.zeros((FRAME_HEIGHT, max(needed[1], have[1] + 1024),
@@ -487,7 +496,7 @@ class MemoryBank:
         return level
 
     def _prior(self, key: str) -> LevelPrior | None:
-        return self.priors.levels.get(key) if self.config.use_prior else None
+        return self.priors.get(key) if self.config.use_prior else None
 
     def _page(self, key: str, page: int) -> tuple[np.ndarray, np.ndarray]:
         """Columns ``[page * PAGE_WIDTH, (page + 1) * PAGE_WIDTH)`` of level ``key``: ``(value, confidence)``,

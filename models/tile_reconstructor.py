@@ -12,7 +12,7 @@ built by ``experiments/build_codebook.py``, shipped as ``models/checkpoints/tile
 | blocks | coloured 16x16 blocks on the level's grid, sprite boxes left out, with their frequency | a block of the level |
 | tiles, shapes | coloured 8x8 tiles; their palette-normalised shapes | a block no counted block explains, tile by tile; a shape's unsampled colours come from the block's and its neighbours' samples |
 | status bar | its tiles per position, or per digit value where the state's timer, score, coins, world or stage decides the tile (positions found from the frames), or per palette rotation step (the blinking coin) | the status bar |
-| sprites | per pose (``sgaps_env.sprites``), the colour and how often it is there, of each pixel of the template window | the sprites at their RAM positions |
+| sprites | per pose (``sgaps_env.sprites``), the exact appearances the sprite showed (its pixels in the template window) and how often | each sprite at its RAM position, as the appearance of its pose that best explains the samples in its box |
 
 Pixels that blink with the palette rotation (the faces of ?-blocks, coins) are counted as one :data:`ROTATING`
 code wherever a level pixel showed the rotating colour of two or more rotation steps (:func:`blinking_pixels`),
@@ -47,7 +47,7 @@ from models.memory import StagePriors
 from models.npz_files import read_npz, write_npz
 from models.tile_vocabulary import TILE, TILE_COLOURS, canonical_shapes, code_values, colour_codes
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, uv_to_pixel
-from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, ROTATION_COLOURS, ROTATION_PHASES,
+from sgaps_env.sprites import (AREA_TYPES, HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, ROTATION_COLOURS, ROTATION_PHASES,
                                TEMPLATE_SIZE, area_key, box_mask, camera_x, hud_digits, rotation_phase, sprite_boxes,
                                template_windows)
 from sgaps_env.state import STATE_INDEX, field_int
@@ -64,9 +64,14 @@ BLOCK_ROWS = (FRAME_HEIGHT - HUD_ROWS) // BLOCK
 SCREEN_BLOCK_COLUMNS = FRAME_WIDTH // BLOCK
 #: Posterior of a block's best candidate above which samples that agree with it need no new decode.
 CERTAIN = 0.999
-#: Share of a pose's sightings a template pixel's colour needs to be drawn (chosen on worlds 1-4: blending by
-#: the share instead gave the same frame PSNR and 9 dB less inside the sprite boxes).
-SPRITE_SHARE = 0.8
+#: Probability that a sample inside a sprite's template window disagrees with the sprite's true appearance (another
+#: object over it): each disagreeing sample multiplies an appearance's prior by it.
+SPRITE_MISS_PROBABILITY = 0.01
+#: Share of a level area's status-bar samples a colour needs for the status bar's tiles to prefer tiles drawn in it.
+HUD_COMMON_SHARE = 0.01
+#: Appearances kept per sprite pose (the most frequent), and the sightings one needs to be kept.
+SPRITE_APPEARANCES = 32
+SPRITE_MIN_SIGHTINGS = 3
 #: Options a block's posterior entropy is taken over.
 ENTROPY_OPTIONS = 8
 #: Atlas pixels trusted as known (``LevelPrior.confidence``: 255 = every training frame agreed).
@@ -144,10 +149,12 @@ class TileCodebook:
     hud_log_prior: np.ndarray | None = None
     hud_digit_slot: np.ndarray | None = None
     """``(128,) int8``: which of :func:`status_digits` each status-bar tile position shows (-1: fixed text)"""
-    sprite_colours: np.ndarray | None = None
-    """``(POSE_COUNT, 40, 24) int32`` each sprite pose's colour code per pixel of its template window"""
-    sprite_opacity: np.ndarray | None = None
-    """``(POSE_COUNT, 40, 24) float32`` how often that colour was there (0 where the pose shows background)"""
+    sprite_appearances: np.ndarray | None = None
+    """``(A, 40, 24) int32`` exact sprite appearances in their pose's template window: colour codes, -1 where the
+    background shows through; sorted by ``sprite_poses (A,) int32``, each with ``sprite_log_prior (A,)``, the log
+    of its share of its pose's sightings"""
+    sprite_poses: np.ndarray | None = None
+    sprite_log_prior: np.ndarray | None = None
 
     @staticmethod
     def _ranked(counts, dtype, min_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,13 +166,14 @@ class TileCodebook:
 
     @classmethod
     def from_counts(cls, block_counts, tile_counts, shape_counts, min_count: int = 2, hud=None,
-                    sprites: tuple[np.ndarray, np.ndarray] | None = None) -> "TileCodebook":
+                    sprites: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> "TileCodebook":
         """From counters of ``bytes`` keys: coloured blocks (256 int32 codes), coloured tiles (64 int32 codes)
         and shapes (64 uint8 ranks); what was seen fewer than ``min_count`` times is left out. ``hud`` is
-        ``(hud_tiles, hud_keys, hud_log_prior, hud_digit_slot)``, ``sprites`` ``(sprite_colours, sprite_opacity)``."""
+        ``(hud_tiles, hud_keys, hud_log_prior, hud_digit_slot)``, ``sprites``
+        ``(sprite_appearances, sprite_poses, sprite_log_prior)`` (:meth:`SpriteAppearances.appearances`)."""
         return cls(*cls._ranked(block_counts, np.int32, min_count), *cls._ranked(tile_counts, np.int32, min_count),
                    *cls._ranked(shape_counts, np.uint8, min_count), *(hud or (None,) * 4),
-                   *(sprites or (None, None)))
+                   *(sprites or (None, None, None)))
 
 
 #: Status-bar tile positions (4 rows of 32) and the key of a digit glyph in :attr:`TileCodebook.hud_keys`.
@@ -173,21 +181,25 @@ HUD_TILES = (HUD_ROWS // TILE) * (FRAME_WIDTH // TILE)
 HUD_DIGIT_KEY = HUD_TILES
 
 
-#: The last of :func:`status_digits` is the palette rotation step (the status bar's coin blinks with it).
+#: The last of :func:`status_digits` is the status bar coin's colour: the palette rotation step it blinks with, and the
+#: area type, which sets its palette (a castle's coin is grey where a ground level's is orange).
 ROTATION_SLOT = HUD_DIGIT_SLOTS + 2
-#: Key of a blinking status-bar tile at position ``p`` and rotation step ``r``: ``HUD_ROTATION_KEY + p * 6 + r``.
+COIN_COLOURINGS = ROTATION_PHASES * AREA_TYPES
+#: Key of a blinking status-bar tile at position ``p`` and coin colouring ``c`` (:func:`status_digits`):
+#: ``HUD_ROTATION_KEY + p * COIN_COLOURINGS + c``.
 HUD_ROTATION_KEY = HUD_DIGIT_KEY + 10
 
 
 def status_digits(state: np.ndarray) -> np.ndarray:
     """``(14,)`` what the status bar shows: the digits of the timer (3), score (6), coins (2), world and stage,
-    then the palette rotation step; -1 where the state lacks it (not playing)."""
+    then the coin's colouring, ``area type * 6 + palette rotation step``; -1 where the state lacks it (not playing)."""
     phase = rotation_phase(state)
+    area_type = min(AREA_TYPES - 1, max(0, field_int(state, "area_type")))
+    coin = -1 if phase is None else area_type * ROTATION_PHASES + phase
     if state[STATE_INDEX["timer"]] < 0:
-        return np.array([-1] * ROTATION_SLOT + [-1 if phase is None else phase], np.int64)
+        return np.array([-1] * ROTATION_SLOT + [coin], np.int64)
     return np.concatenate([hud_digits(state) % 10, [(field_int(state, "world") + 1) % 10,
-                                                    (field_int(state, "stage") + 1) % 10,
-                                                    -1 if phase is None else phase]])
+                                                    (field_int(state, "stage") + 1) % 10, coin]])
 
 
 def status_keys(slots: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -195,7 +207,7 @@ def status_keys(slots: np.ndarray, values: np.ndarray) -> np.ndarray:
     :func:`status_digits` ``values``; -1 where the value it depends on is unknown."""
     positions = np.arange(HUD_TILES)
     value = values[np.maximum(slots, 0)]
-    keyed = np.where(slots == ROTATION_SLOT, HUD_ROTATION_KEY + positions * ROTATION_PHASES + value,
+    keyed = np.where(slots == ROTATION_SLOT, HUD_ROTATION_KEY + positions * COIN_COLOURINGS + value,
                      HUD_DIGIT_KEY + value)
     return np.where(slots < 0, positions, np.where(value >= 0, keyed, -1))
 
@@ -257,11 +269,11 @@ def blinking_pixels(frames: np.ndarray, states: np.ndarray, masks: np.ndarray) -
 class CodebookCounter:
     """Counts what a :class:`TileCodebook` holds from frames of worlds 1-4: coloured 16x16 blocks and 8x8 tiles
     on the level's grid outside the RAM sprite boxes, the status bar's tiles with the digits the state says
-    they show, and the sprites' template windows."""
+    they show, and the sprites' appearances."""
 
     def __init__(self):
         self.blocks, self.tiles = Counter(), Counter()
-        self.sprites = SpriteVotes()
+        self.sprites = SpriteAppearances()
         self._hud_hashes: list[np.ndarray] = []  # per frame (HUD_TILES,) int64, -1 under a sprite
         self._hud_digits: list[np.ndarray] = []  # per frame (13,)
         self._hud_tiles: dict[int, bytes] = {}
@@ -272,9 +284,11 @@ class CodebookCounter:
         check_training_states(states, "a session given to CodebookCounter")
         blinking = blinking_pixels(frames, states, masks)
         rotating = colour_codes(ROTATION_COLOURS)
+        session_codes = colour_codes(frames)
+        backgrounds = session_backgrounds(session_codes, states, masks)
         blocks, tiles = [], []
-        for frame, state, mask in zip(frames, states, masks):
-            codes = colour_codes(frame)
+        for codes, state, mask in zip(session_codes, states, masks):
+            self.sprites.add(codes, state, mask, backgrounds)
             boxes = sprite_boxes(state, mask)
             sprites = box_mask(boxes, margin=SPRITE_MARGIN)
             camera = max(0, camera_x(state))
@@ -295,7 +309,6 @@ class CodebookCounter:
                     self._hud_tiles[code] = tile.astype(np.int32).tobytes()
             self._hud_hashes.append(hashes)
             self._hud_digits.append(status_digits(state))
-            self.sprites.add(codes, boxes)
         _count_rows(self.blocks, np.concatenate(blocks))
         _count_rows(self.tiles, np.concatenate(tiles))
 
@@ -307,6 +320,12 @@ class CodebookCounter:
             return float(-(share * np.log2(share)).sum())
 
         slots = np.full(HUD_TILES, -1, np.int8)
+        # whether a tile blinks is asked of the rotation step alone: the coin colouring's area type would
+        # "predict" every tile (it sets the status bar's background colour), and a tile keyed by it would forget
+        # its samples at every rotation step
+        predictors = digits.copy()
+        predictors[:, ROTATION_SLOT] = np.where(digits[:, ROTATION_SLOT] >= 0, digits[:, ROTATION_SLOT] % ROTATION_PHASES,
+                                                -1)
         for tile in range(HUD_TILES):
             use = (digits[:, 0] >= 0) & (digits[:, ROTATION_SLOT] >= 0) & (hashes[:, tile] >= 0)
             if use.sum() < 20:
@@ -314,7 +333,7 @@ class CodebookCounter:
             seen = hashes[use, tile]
             base = entropy(seen)
             # H(tile | digit) = H(tile, digit) - H(digit)
-            conditional = [entropy(seen * 16 + digits[use, slot]) - entropy(digits[use, slot])
+            conditional = [entropy(seen * 64 + predictors[use, slot]) - entropy(predictors[use, slot])
                            for slot in range(digits.shape[1])]
             best = int(np.argmin(conditional))
             if base - conditional[best] >= min_gain:
@@ -361,55 +380,89 @@ class CodebookCounter:
         hud = (np.stack([np.frombuffer(self._hud_tiles[code], np.int32) for _, code, _ in entries]), hud_keys,
                hud_log_prior, slots)
         return TileCodebook.from_counts(self.blocks, self.tiles, shape_counts, min_count, hud=hud,
-                                        sprites=self.sprites.templates())
+                                        sprites=self.sprites.appearances())
 
 
-class SpriteVotes:
-    """Counts, per sprite pose and pixel of its template window, the colours frames of worlds 1-4 show there."""
+def session_backgrounds(codes: np.ndarray, states: np.ndarray, masks: np.ndarray,
+                        max_colours: int = 32) -> dict[str, np.ndarray]:
+    """Per level area of one session, ``(H - HUD_ROWS, level width) int32``: the colour code each level pixel showed
+    most often outside the RAM sprite boxes in ``codes (T, H, W)`` (-1 where it never showed outside them)."""
+    votes: dict[str, np.ndarray] = {}
+    palettes: dict[str, dict[int, int]] = {}
+    for frame, state, mask in zip(codes, states, masks):
+        camera, key = camera_x(state), area_key(state)
+        if camera < 0:
+            continue
+        body = frame[HUD_ROWS:]
+        palette = palettes.setdefault(key, {})
+        ids = np.full(body.shape, -1, np.int64)
+        for code in np.unique(body).tolist():
+            if code not in palette and len(palette) < max_colours:
+                palette[code] = len(palette)
+            if code in palette:
+                ids[body == code] = palette[code]
+        counts = votes.get(key)
+        if counts is None or counts.shape[1] < camera + FRAME_WIDTH:
+            grown = np.zeros((body.shape[0], camera + FRAME_WIDTH + 4 * FRAME_WIDTH, max_colours), np.uint16)
+            if counts is not None:
+                grown[:, :counts.shape[1]] = counts
+            counts = votes[key] = grown
+        rows, cols = np.nonzero((ids >= 0) & ~box_mask(sprite_boxes(state, mask), margin=SPRITE_MARGIN)[HUD_ROWS:])
+        counts[rows, cols + camera, ids[rows, cols]] += 1
+    backgrounds = {}
+    for key, counts in votes.items():
+        colours = np.zeros(max_colours, np.int32)
+        for code, index in palettes[key].items():
+            colours[index] = code
+        backgrounds[key] = np.where(counts.any(axis=2), colours[counts.argmax(axis=2)], -1)
+    return backgrounds
 
-    def __init__(self, max_colours: int = 128):
-        self.palette: dict[int, int] = {}
-        self.max_colours = max_colours
-        self.votes = np.zeros((POSE_COUNT, TEMPLATE_SIZE[0] * TEMPLATE_SIZE[1], max_colours), np.int32)
 
-    def add(self, codes: np.ndarray, boxes) -> None:
-        """Count the template windows of ``boxes`` (``sgaps_env.sprites.SpriteBox``) in a frame's ``codes (H, W)``."""
+class SpriteAppearances:
+    """Counts, per sprite pose, the exact appearances frames of worlds 1-4 show: the template window's pixels
+    inside the object's RAM box that differ from the session's background there (:func:`session_backgrounds`),
+    the rest -1. A window reaching past the screen or over background never seen is not counted."""
+
+    def __init__(self):
+        self.counts: dict[int, Counter] = {}
+
+    def add(self, codes: np.ndarray, state: np.ndarray, mask: np.ndarray, backgrounds: dict[str, np.ndarray]) -> None:
+        """Count the appearances of the sprites of one frame's ``codes (H, W)``."""
+        background = backgrounds.get(area_key(state))
+        camera = camera_x(state)
+        if background is None or camera < 0:
+            return
         height, width = TEMPLATE_SIZE
-        for pose, top, left in template_windows(boxes):
-            rows, cols = np.mgrid[top:top + height, left:left + width]
-            inside = (rows >= 0) & (rows < FRAME_HEIGHT) & (cols >= 0) & (cols < FRAME_WIDTH)
-            window = np.flatnonzero(inside.ravel())
-            colours = codes[rows[inside], cols[inside]]
-            ids = np.array([self._colour(int(c)) for c in colours.tolist()], np.int64)
-            keep = ids >= 0
-            np.add.at(self.votes[pose], (window[keep], ids[keep]), 1)
+        rows, cols = np.mgrid[0:height, 0:width]
+        boxes = sprite_boxes(state, mask)
+        for box, (pose, top, left) in zip(boxes, template_windows(boxes)):
+            if top < HUD_ROWS or left < 0 or top + height > FRAME_HEIGHT or left + width > FRAME_WIDTH:
+                continue
+            behind = background[top - HUD_ROWS:top - HUD_ROWS + height, camera + left:camera + left + width]
+            if behind.shape != (height, width) or (behind < 0).any():
+                continue
+            window = codes[top:top + height, left:left + width]
+            inside = (rows + top >= box.y0) & (rows + top < box.y1) & (cols + left >= box.x0) & (cols + left < box.x1)
+            appearance = np.where(inside & (window != behind), window, -1).astype(np.int32)
+            self.counts.setdefault(pose, Counter())[appearance.tobytes()] += 1
 
-    def _colour(self, code: int) -> int:
-        index = self.palette.get(code)
-        if index is None:
-            if len(self.palette) >= self.max_colours:
-                return -1
-            index = self.palette[code] = len(self.palette)
-        return index
-
-    def templates(self, min_seen: int = 5, min_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-        """``(colours, opacity)`` each ``(POSE_COUNT, 40, 24)``: a pixel is the pose's own when one colour
-        holds at least ``min_share`` of at least ``min_seen`` sightings and that colour is not the one the
-        window's border (always background) shows most."""
-        codes = np.zeros(self.max_colours, np.int32)
-        for code, index in self.palette.items():
-            codes[index] = code
-        height, width = TEMPLATE_SIZE
-        seen = self.votes.sum(axis=2)
-        mode = self.votes.argmax(axis=2)
-        share = self.votes.max(axis=2) / np.maximum(seen, 1)
-        border = np.zeros((height, width), bool)
-        border[[0, -1]], border[:, [0, -1]] = True, True
-        background = self.votes[:, border.ravel()].sum(axis=1).argmax(axis=1)  # (poses,)
-        own = (seen >= min_seen) & (share >= min_share) & (mode != background[:, None])
-        colours = codes[mode].reshape(POSE_COUNT, height, width)
-        opacity = np.where(own, share, 0.0).astype(np.float32).reshape(POSE_COUNT, height, width)
-        return colours, opacity
+    def appearances(self, per_pose: int = SPRITE_APPEARANCES,
+                    min_sightings: int = SPRITE_MIN_SIGHTINGS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(appearances (A, 40, 24) int32, poses (A,) int32, log_prior (A,) float32)``: each pose's ``per_pose``
+        most frequent appearances seen at least ``min_sightings`` times, by pose; log_prior is the log of an
+        appearance's share of the kept sightings of its pose."""
+        found, poses, priors = [], [], []
+        for pose in sorted(self.counts):
+            kept = [(key, count) for key, count in self.counts[pose].most_common(per_pose) if count >= min_sightings]
+            if not kept:
+                continue
+            counts = np.array([count for _, count in kept], np.float64)
+            found += [np.frombuffer(key, np.int32).reshape(TEMPLATE_SIZE) for key, _ in kept]
+            poses += [pose] * len(kept)
+            priors.append(np.log(counts / counts.sum()))
+        if not found:
+            return (np.zeros((0, *TEMPLATE_SIZE), np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        return np.stack(found), np.array(poses, np.int32), np.concatenate(priors).astype(np.float32)
 
 
 def luma_codes(codes: np.ndarray) -> np.ndarray:
@@ -421,8 +474,11 @@ def luma_codes(codes: np.ndarray) -> np.ndarray:
 
 def luma_codebook(codebook: TileCodebook) -> TileCodebook:
     """The codebook as a grey session sees it (every colour code replaced by its luma's)."""
-    return replace(codebook, **{name: luma_codes(getattr(codebook, name))
-                                for name in ("blocks", "tiles", "hud_tiles", "sprite_colours")})
+    appearances = codebook.sprite_appearances
+    if appearances is not None:
+        appearances = np.where(appearances >= 0, luma_codes(np.maximum(appearances, 0)), -1).astype(np.int32)
+    return replace(codebook, sprite_appearances=appearances,
+                   **{name: luma_codes(getattr(codebook, name)) for name in ("blocks", "tiles", "hud_tiles")})
 
 
 def consistent_shapes(shapes: np.ndarray, positions: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -455,7 +511,8 @@ _CODEBOOK_ARRAYS: dict[str, tuple[np.dtype, tuple]] = {
     "shapes": (np.uint8, (None, TILE * TILE)), "shape_log_prior": (np.float32, (None,)),
     "hud_tiles": (np.int32, (None, TILE * TILE)), "hud_keys": (np.int32, (None,)),
     "hud_log_prior": (np.float32, (None,)), "hud_digit_slot": (np.int8, (HUD_TILES,)),
-    "sprite_colours": (np.int32, (POSE_COUNT, *TEMPLATE_SIZE)), "sprite_opacity": (np.float32, (POSE_COUNT, *TEMPLATE_SIZE)),
+    "sprite_appearances": (np.int32, (None, *TEMPLATE_SIZE)), "sprite_poses": (np.int32, (None,)),
+    "sprite_log_prior": (np.float32, (None,)),
 }
 #: Largest codebook file read (bytes): the shipped one is a few MB.
 MAX_CODEBOOK_BYTES = 64 * 2 ** 20
@@ -492,9 +549,15 @@ def load_codebook(path: str | Path = DEFAULT_CODEBOOK) -> tuple[TileCodebook, di
                          ("hud_tiles", "hud_log_prior"), ("hud_tiles", "hud_keys")):
         if len(arrays[units]) != len(arrays[prior]) or len(arrays[units]) == 0:
             raise ValueError(f"{path}: {units} and {prior} differ in length (or are empty)")
-    for name in ("blocks", "tiles", "hud_tiles", "sprite_colours"):
+    if not len(arrays["sprite_appearances"]) == len(arrays["sprite_poses"]) == len(arrays["sprite_log_prior"]):
+        raise ValueError(f"{path}: sprite_appearances, sprite_poses and sprite_log_prior differ in length")
+    poses = arrays["sprite_poses"]
+    if poses.size and (poses.min() < 0 or poses.max() >= POSE_COUNT or (np.diff(poses) < 0).any()):
+        raise ValueError(f"{path}: sprite_poses must be sorted sprite poses in 0..{POSE_COUNT - 1}")
+    for name in ("blocks", "tiles", "hud_tiles", "sprite_appearances"):
         codes = arrays[name]
         colours = codes[codes != ROTATING] if name in ("blocks", "tiles") else codes
+        colours = colours[colours != -1] if name == "sprite_appearances" else colours
         if colours.size and (colours.min() < 0 or colours.max() >= 2 ** 24):
             raise ValueError(f"{path}: {name} holds values that are not 24-bit colour codes")
     if arrays["shapes"].max() >= TILE_COLOURS:
@@ -503,13 +566,10 @@ def load_codebook(path: str | Path = DEFAULT_CODEBOOK) -> tuple[TileCodebook, di
     if slots.min() < -1 or slots.max() > ROTATION_SLOT:
         raise ValueError(f"{path}: hud_digit_slot holds slots outside -1..{ROTATION_SLOT}")
     keys = arrays["hud_keys"]
-    if keys.min() < 0 or keys.max() >= HUD_ROTATION_KEY + HUD_TILES * ROTATION_PHASES:
+    if keys.min() < 0 or keys.max() >= HUD_ROTATION_KEY + HUD_TILES * COIN_COLOURINGS:
         raise ValueError(f"{path}: hud_keys outside the status bar's keys")
-    opacity = arrays["sprite_opacity"]
-    if not (np.isfinite(opacity).all() and opacity.min() >= 0 and opacity.max() <= 1):
-        raise ValueError(f"{path}: sprite_opacity must lie in [0, 1]")
-    for name in ("block_log_prior", "tile_log_prior", "shape_log_prior", "hud_log_prior"):
-        if not (np.isfinite(arrays[name]).all() and arrays[name].max() <= 0):
+    for name in ("block_log_prior", "tile_log_prior", "shape_log_prior", "hud_log_prior", "sprite_log_prior"):
+        if arrays[name].size and not (np.isfinite(arrays[name]).all() and arrays[name].max() <= 0):
             raise ValueError(f"{path}: {name} must hold finite log-probabilities")
     return TileCodebook(**arrays), metadata
 
@@ -570,6 +630,7 @@ class TileReconstructor:
     | ``use_blocks`` | True | False decodes tile by tile only (the ablation) |
     | ``pair_weight`` | 100 | how much a candidate gains from having followed, in this session, the block named above (or left of) this one: its prior times 1 + ``pair_weight`` x its share of those followers. 0: off |
     | ``stray_probability`` | 0 | chance that a sample is a stray pixel no block explains (an object without a RAM box); above 0, candidates may miss one sample at that cost. 0: exact matches, and one stray pixel is forgotten only when no block matches |
+    | ``sprite_miss_probability`` | 0.01 | chance that a sample in a sprite's window disagrees with its true appearance (another object over it): each disagreeing sample multiplies an appearance's prior by it. 1: the samples are ignored and every sprite is drawn as its pose's most frequent appearance |
     """
 
     name = "tiles"
@@ -577,13 +638,15 @@ class TileReconstructor:
 
     def __init__(self, codebook: TileCodebook, atlas: StagePriors | None = None, max_pages: int = 256,
                  session_weight: float = 0.8, top_k: int = 1, settle_samples: int = 24, use_blocks: bool = True,
-                 stray_probability: float = 0.0, pair_weight: float = 100.0):
+                 stray_probability: float = 0.0, pair_weight: float = 100.0,
+                 sprite_miss_probability: float = SPRITE_MISS_PROBABILITY):
         if not 0.0 <= session_weight <= 1.0 or top_k < 1 or max_pages < 2 or settle_samples < 1 \
-                or not 0.0 <= stray_probability < 1.0 or not 0.0 <= pair_weight < float("inf"):
+                or not 0.0 <= stray_probability < 1.0 or not 0.0 <= pair_weight < float("inf") \
+                or not 0.0 < sprite_miss_probability <= 1.0:
             raise ValueError(f"TileReconstructor needs 0 <= session_weight <= 1, top_k >= 1, max_pages >= 2, "
-                             f"settle_samples >= 1, 0 <= stray_probability < 1 and a finite pair_weight >= 0; got "
-                             f"{session_weight}, {top_k}, {max_pages}, {settle_samples}, {stray_probability}, "
-                             f"{pair_weight}")
+                             f"settle_samples >= 1, 0 <= stray_probability < 1, a finite pair_weight >= 0 and "
+                             f"0 < sprite_miss_probability <= 1; got {session_weight}, {top_k}, {max_pages}, "
+                             f"{settle_samples}, {stray_probability}, {pair_weight}, {sprite_miss_probability}")
         self.codebook = codebook
         self.atlas = atlas
         self.use_blocks = use_blocks
@@ -591,6 +654,7 @@ class TileReconstructor:
         self.session_weight, self.top_k, self.settle_samples = session_weight, top_k, settle_samples
         self.stray_probability = stray_probability
         self.pair_weight = pair_weight
+        self.sprite_miss_probability = sprite_miss_probability
         self._prepared_by_channels: dict[int, dict] = {}
         self.reset()
 
@@ -605,7 +669,8 @@ class TileReconstructor:
         self._hud_decoded: np.ndarray | None = None
         self._hud_best = np.full((HUD_TILES, TILE * TILE), -1, np.int32)  # the most probable tile's codes
         self._hud_certain = np.zeros(HUD_TILES, bool)
-        self._hud_colours: dict[int, int] = {}
+        self._hud_colours: dict[int, int] = {}  # status-bar samples per colour code, in this level area
+        self._hud_area: str | None = None  # the level area whose atlas status bar the tiles started from
         self._pages: OrderedDict[tuple[str, int], _BlockGrid] = OrderedDict()
         self._step = 0
         # the session's own statistics: how much of each codebook block and tile its decodes hold (each
@@ -640,7 +705,7 @@ class TileReconstructor:
     def _from_atlas(self, grid: _BlockGrid, key: str, page: int) -> None:
         """Start a new page of a level the atlas knows from the atlas's background (its pixels where the training
         frames agreed), as if sampled before the session began."""
-        prior = self.atlas.levels.get(key) if self.atlas is not None else None
+        prior = self.atlas.get(key) if self.atlas is not None else None
         start = page * PAGE_BLOCKS * BLOCK
         if prior is None or start >= prior.width:
             return
@@ -953,6 +1018,24 @@ class TileReconstructor:
 
     # --- the status bar ----------------------------------------------------------------------------
 
+    def _status_bar_from_atlas(self, key: str) -> None:
+        """On entering a level area the atlas knows, start the status bar's fixed tiles (all but the digits and
+        the blinking coin, which follow the state) from the atlas's, as if sampled before: its background
+        colour differs between areas (sky, black), and the first frames' few samples cannot tell it."""
+        self._hud_area = key
+        prior = self.atlas.get(key) if self.atlas is not None else None
+        if prior is None or prior.hud_index.shape != (HUD_ROWS, FRAME_WIDTH):
+            return
+        palette = colour_codes(prior.palette)
+        if self.channels == 1:
+            palette = luma_codes(palette)
+        codes = np.where(prior.hud_confidence >= ATLAS_CONFIDENCE, palette[prior.hud_index], -1)
+        fixed = np.flatnonzero(self._book.hud_digit_slot < 0) if self._book.hud_digit_slot is not None \
+            else np.arange(HUD_TILES)
+        self._hud_known[fixed] = hud_tiles(codes.astype(np.int32))[fixed]
+        for tile in fixed.tolist():
+            self._decode_status_tile(tile)
+
     def _learn_status_bar(self, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray, state: np.ndarray) -> None:
         """Write status-bar samples into its tiles and re-decode the tiles that got samples or now show
         another digit (a tile's samples are forgotten when the state says its digit changed)."""
@@ -976,6 +1059,16 @@ class TileReconstructor:
         for tile in np.flatnonzero(dirty):
             self._decode_status_tile(int(tile))
 
+    def _status_colour_weights(self, tiles: np.ndarray) -> np.ndarray:
+        """``(K,)``: how well the colours of status-bar ``tiles (K, 64)`` fit this level area's status bar: the
+        product over each tile's colours of the colour's share of the area's status-bar samples, relative to
+        ``HUD_COMMON_SHARE`` and capped at 1 (floored at 1e-3: a colour never sampled here is unlikely, not
+        impossible). A colour seen on a sprite's edge a few times barely counts; the tile's background must be
+        the area's (sky, black)."""
+        total = sum(self._hud_colours.values())
+        fit = {code: min(1.0, max(1e-3, count / (HUD_COMMON_SHARE * total))) for code, count in self._hud_colours.items()}
+        return np.array([np.prod([fit.get(colour, 1e-3) for colour in set(tile.tolist())]) for tile in tiles])
+
     def _decode_status_tile(self, tile: int) -> None:
         """A status-bar tile: the posterior mean over the codebook's tiles for its position (or its digit) that
         match its samples, preferring tiles drawn in colours the status bar has shown; else its samples."""
@@ -989,8 +1082,7 @@ class TileReconstructor:
         if len(options):
             weights = np.exp(book.hud_log_prior[options].astype(np.float64))
             if self._hud_colours:
-                seen = np.isin(book.hud_tiles[options], np.fromiter(self._hud_colours, np.int64)).all(axis=1)
-                weights = weights * np.where(seen, 1.0, 1e-3)
+                weights = weights * self._status_colour_weights(book.hud_tiles[options])
             top, posterior = self._decode_options(self._hud_decoded[tile], self._hud_values, options, weights,
                                                   None, 0, 0)
             self._hud_best[tile] = book.hud_tiles[options[top[0]]]
@@ -1016,9 +1108,11 @@ class TileReconstructor:
                         "_tile_values": self._values(book.tiles), "_hud_values": code_values(book.hud_tiles, channels),
                         "_rotation_codes": luma_codes(rotation) if channels == 1 else rotation}
             prepared["_rotation_values"] = code_values(prepared["_rotation_codes"], channels)
-            if book.sprite_colours is not None:
-                prepared["_sprite_values"] = code_values(book.sprite_colours, channels)
-                prepared["_sprite_own"] = book.sprite_opacity >= SPRITE_SHARE
+            if book.sprite_appearances is not None:
+                appearances = book.sprite_appearances
+                prepared["_sprite_values"] = code_values(np.maximum(appearances, 0), channels)
+                starts = np.searchsorted(book.sprite_poses, np.arange(POSE_COUNT + 1))
+                prepared["_sprite_range"] = np.stack([starts[:-1], starts[1:]], axis=1)
             self._prepared_by_channels[channels] = prepared
         return self._prepared_by_channels[channels]
 
@@ -1039,6 +1133,9 @@ class TileReconstructor:
         sprites = box_mask(boxes, margin=SPRITE_MARGIN)
         static = ~sprites[rows, cols]
         hud = static & (rows < HUD_ROWS)
+        if key != self._hud_area:  # the status bar's background colour belongs to the area (sky, black)
+            self._hud_colours = {}
+            self._status_bar_from_atlas(key)
         self._learn_status_bar(rows[hud], cols[hud], codes[hud], state)
         body = static & (rows >= HUD_ROWS)
         phase = rotation_phase(state, state_mask)
@@ -1060,20 +1157,39 @@ class TileReconstructor:
             image[HUD_ROWS:][blinking] = self._rotation_values[1 if phase is None else phase]
         if np.isnan(image).any():  # nothing decoded at all yet
             image[np.isnan(image[..., 0])] = values.mean(axis=0)
-        self._draw_sprites(image, boxes)
+        self._draw_sprites(image, boxes, rows, cols, codes)
         image[rows, cols] = values
         return image
 
-    def _draw_sprites(self, image: np.ndarray, boxes) -> None:
-        """Draw each sprite's template over the background where the pose's own colour was there in at least
-        ``SPRITE_SHARE`` of the sightings; the player last, on top."""
-        if self._book.sprite_colours is None:
+    def _draw_sprites(self, image: np.ndarray, boxes, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray) -> None:
+        """Draw each sprite over the background as the appearance of its pose that best explains this frame's
+        samples ``rows, cols, codes (N,)`` in its template window (:meth:`_appearance`); the player last, on top."""
+        if self._book.sprite_appearances is None:
             return
         height, width = TEMPLATE_SIZE
         for pose, top, left in sorted(template_windows(boxes), key=lambda window: -window[0]):
-            rows, cols = slice(max(0, top), min(FRAME_HEIGHT, top + height)), slice(max(0, left), min(FRAME_WIDTH, left + width))
-            if rows.start >= rows.stop or cols.start >= cols.stop:
+            window_rows = slice(max(0, top), min(FRAME_HEIGHT, top + height))
+            window_cols = slice(max(0, left), min(FRAME_WIDTH, left + width))
+            first, last = self._sprite_range[pose]
+            if window_rows.start >= window_rows.stop or window_cols.start >= window_cols.stop or first == last:
                 continue
-            window = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
-            own = self._sprite_own[pose][window]
-            image[rows, cols][own] = self._sprite_values[pose][window][own]
+            inside = (rows >= window_rows.start) & (rows < window_rows.stop) & (cols >= window_cols.start) \
+                & (cols < window_cols.stop)
+            chosen = first + self._appearance(image, first, last, top, left, rows[inside], cols[inside], codes[inside])
+            window = (slice(window_rows.start - top, window_rows.stop - top),
+                      slice(window_cols.start - left, window_cols.stop - left))
+            own = self._book.sprite_appearances[chosen][window] >= 0
+            image[window_rows, window_cols][own] = self._sprite_values[chosen][window][own]
+
+    def _appearance(self, image: np.ndarray, first: int, last: int, top: int, left: int, rows: np.ndarray,
+                    cols: np.ndarray, codes: np.ndarray) -> int:
+        """Which of the codebook's appearances ``first:last`` (one pose's) to draw at window ``(top, left)``: the
+        most probable given samples ``rows, cols, codes (m,)`` in the window, an appearance predicting its own
+        colour where it is opaque and ``image``'s (the background drawn so far) where it is not."""
+        log_prior = self._book.sprite_log_prior[first:last].astype(np.float64)
+        if not len(rows) or self.sprite_miss_probability >= 1.0:
+            return int(np.argmax(log_prior))
+        predicted = self._book.sprite_appearances[first:last, rows - top, cols - left]  # (K, m)
+        predicted = np.where(predicted >= 0, predicted, colour_codes(image[rows, cols])[None])
+        misses = (predicted != codes[None]).sum(axis=1)
+        return int(np.argmax(log_prior + np.log(self.sprite_miss_probability) * misses))

@@ -75,16 +75,42 @@ def rotation_phase(state: np.ndarray, state_mask: np.ndarray | None = None) -> i
 
 
 def camera_x(state: np.ndarray) -> int:
-    """The camera's left edge in level pixels (world x of screen column 0)."""
-    return field_int(state, "camera_x")
+    """The camera's left edge in level pixels (world x of screen column 0); negative left of the level's start.
+
+    RAM holds it as page * 256 + x in 16 bits; a page of 0x80 or more is a camera left of page 0 (4-4's maze
+    sets page 0xFF while it rewinds the level), read as a negative x rather than as a level 256 pages wide.
+    """
+    value = field_int(state, "camera_x")
+    return value - 65536 if value >= 32768 else value
+
+
+#: Names of the area types (RAM 0x074E; the state's ``area_type``), which set an area's palettes.
+AREA_TYPE_NAMES = ("water", "ground", "underground", "castle")
 
 
 def area_key(state: np.ndarray) -> str:
-    """``"W-S-A"`` (1-based world and stage, 0-based area): the level a frame's background belongs to."""
+    """``"W-S-A-type"`` (1-based world and stage, 0-based area, the area type's name): the level area a frame's
+    background belongs to.
+
+    The area number alone (RAM 0x0760) stays the same in a stage's sub-areas (1-1's underground bonus room
+    has area 0 and starts at camera x 0, like 1-1 itself); the area type tells them apart, so each has its
+    own memory and atlas canvas. Keys of older checkpoints lack the type: see :func:`legacy_area_key`.
+    """
     world = field_int(state, "world") + 1
     stage = field_int(state, "stage") + 1
     area = field_int(state, "area")
-    return f"{world}-{stage}-{area}"
+    kind = AREA_TYPE_NAMES[min(AREA_TYPES - 1, max(0, field_int(state, "area_type")))]
+    return f"{world}-{stage}-{area}-{kind}"
+
+
+def legacy_area_key(key: str) -> str:
+    """``"W-S-A"``: an :func:`area_key` without its area type, as checkpoints before the type was added hold them."""
+    return "-".join(key.split("-")[:3])
+
+
+def key_stage(key: str) -> str:
+    """``"W-S"``: the stage of an :func:`area_key` (or a legacy one)."""
+    return "-".join(key.split("-")[:2])
 
 
 def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:

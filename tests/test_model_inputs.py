@@ -63,7 +63,7 @@ def gray_spt(priors=None):
 def test_gray_spt_with_a_level_prior_gives_luma_in_range_far_above_nearest(gray_priors, recorded):
     """An untrained SPT returns its memory's canvas, so this scores the prior's luma: divided by 255 twice, a
     white pixel was 0.004 and the frame scored below the nearest-sample mosaic."""
-    assert "1-1-0" in gray_priors
+    assert "1-1-0-ground" in gray_priors
     pixels, _, truths, states, masks = recorded
     spt, nearest = gray_spt(gray_priors), make_baseline("nearest")
     scores = {"spt": [], "nearest": []}
@@ -199,7 +199,7 @@ def test_rejected_frames_leave_the_memory_as_it_was(gray_priors, recorded):
     for corrupt, _ in BAD_FRAMES.values():
         with pytest.raises(ValueError):
             spt.reconstruct(*corrupt(pixels[21], states[21], masks[21]))
-    assert list(spt.memory._levels) == ["1-1-0"] and len(spt.memory._recent) == 1
+    assert list(spt.memory._levels) == ["1-1-0-ground"] and len(spt.memory._recent) == 1
     np.testing.assert_array_equal(spt.reconstruct(pixels[22], states[22], masks[22]),
                                   fresh.reconstruct(pixels[22], states[22], masks[22]))
 
@@ -221,10 +221,10 @@ def test_the_memory_keeps_at_most_max_levels_canvases_forgetting_the_least_recen
     for world in range(4):
         state = _with(states[30], _field("world"), world / 7).astype(np.float32)
         memory.update(rows, cols, pixels[30][:, 2:], state, masks[30])
-    assert list(memory._levels) == ["3-1-0", "4-1-0"]
+    assert list(memory._levels) == ["3-1-0-ground", "4-1-0-ground"]
     world_1 = _with(states[30], _field("world"), 0).astype(np.float32)
     assert memory.view(world_1)[1].max() == 0, "a forgotten area starts again from nothing"
-    assert list(memory._levels) == ["4-1-0", "1-1-0"]
+    assert list(memory._levels) == ["4-1-0-ground", "1-1-0-ground"]
     with pytest.raises(ValueError, match="max_levels"):
         MemoryConfig(max_levels=0)
 
@@ -275,7 +275,7 @@ def _wider_weights():
 
 def _prior_past_its_palette():
     body = (FRAME_HEIGHT - HUD_ROWS, 300)
-    return {"1-1-0": {"index": torch.full(body, 9, dtype=torch.uint8), "palette": torch.zeros((4, 3), dtype=torch.uint8),
+    return {"1-1-0-ground": {"index": torch.full(body, 9, dtype=torch.uint8), "palette": torch.zeros((4, 3), dtype=torch.uint8),
                       "confidence": torch.zeros(body, dtype=torch.uint8),
                       "hud_index": torch.zeros((HUD_ROWS, FRAME_WIDTH), dtype=torch.uint8),
                       "hud_confidence": torch.zeros((HUD_ROWS, FRAME_WIDTH), dtype=torch.uint8)}}

@@ -113,9 +113,9 @@ def test_stage_prior_recalls_the_level_background(run_1_1):
     masks = np.stack([step[3] for step in run_1_1])
     index, palette = as_session_file_encoding(frames[:120])
     priors = StagePriors.build([(index, palette, states[:120], masks[:120])], progress=False)
-    assert list(priors.levels) == ["1-1-0"]
+    assert list(priors.levels) == ["1-1-0-ground"]
     restored = StagePriors.from_tensors(priors.to_tensors())
-    np.testing.assert_array_equal(restored.levels["1-1-0"].rgb(), priors.levels["1-1-0"].rgb())
+    np.testing.assert_array_equal(restored.levels["1-1-0-ground"].rgb(), priors.levels["1-1-0-ground"].rgb())
     with_prior, without = MemoryBank(3, restored), MemoryBank(3, config=MemoryConfig(use_prior=False))
     for t in range(120, 125):  # frames the prior was not built from, at cameras it saw
         truth = frame_values(frames[t], "rgb")
@@ -134,12 +134,12 @@ def test_stage_prior_draws_the_blinking_blocks_and_the_digits_the_state_gives(ru
     masks = np.stack([step[3] for step in run_1_1])
     index, palette = as_session_file_encoding(frames)
     prior = StagePriors.build([(index[:120], palette, states[:120], masks[:120])],
-                              progress=False).levels["1-1-0"]
+                              progress=False).levels["1-1-0-ground"]
     assert len(prior.rotation_rows) > 0  # ?-blocks and the status bar's coin
     assert 2 in set(prior.digit_slot.tolist())  # the timer's ones digit changes every few steps
     errors = {}
     for draw in (True, False):
-        memory = MemoryBank(3, StagePriors({"1-1-0": prior}))
+        memory = MemoryBank(3, StagePriors({"1-1-0-ground": prior}))
         if not draw:
             memory._rotate = memory._draw_digits = lambda *args: None
         errors[draw] = np.mean([((memory.view(states[t])[0] - frame_values(frames[t], "rgb")) ** 2)[:HUD_ROWS].mean()

@@ -116,3 +116,21 @@ def test_the_documented_fields_keep_their_places():
 def test_docs_show_the_current_field_table():
     assert field_table_markdown() in DOCS.read_text(), (
         "docs/state_vector.md is out of date: paste the output of `python -m sgaps_env.describe` into it")
+
+
+def test_a_stage_s_sub_areas_have_their_own_level_key_and_a_rewinding_camera_is_left_of_the_level():
+    from models.memory import StagePriors
+    from sgaps_env.sprites import area_key, camera_x
+
+    ram = blank_ram()
+    ram[0x074E] = 1  # ground: 1-1 itself
+    ground = area_key(StateVectorReader().read(ram)[0])
+    ram[0x074E] = 2  # underground: 1-1's bonus room has the same area number and starts at camera x 0 too
+    bonus = area_key(StateVectorReader().read(ram)[0])
+    assert (ground, bonus) == ("1-1-0-ground", "1-1-0-underground")
+    ram[0x071A], ram[0x071C] = 0xFF, 160  # 4-4's maze rewinding the level: page 0xFF
+    assert camera_x(StateVectorReader().read(ram)[0]) == -96
+    legacy, current = object(), object()
+    assert StagePriors({"1-1-0": legacy}).get(bonus) is legacy, "an older checkpoint's key serves every sub-area"
+    assert StagePriors({"1-1-0-ground": current}).get(bonus) is None
+    assert StagePriors({"1-1-0-ground": current}).get(ground) is current

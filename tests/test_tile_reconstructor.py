@@ -10,7 +10,7 @@ from models.tile_reconstructor import (BLOCK_PIXELS, DEFAULT_CODEBOOK, HUD_TILES
                                        CodebookCounter, TileReconstructor, blinking_pixels, consistent_shapes,
                                        load_codebook, matching, merge_samples, save_codebook)
 from models.tile_vocabulary import TILE, colour_codes
-from sgaps_env.coords import extract_pixels, frame_values, make_pattern
+from sgaps_env.coords import extract_pixels, frame_values, make_pattern, pixel_to_uv
 from sgaps_env.session_file import list_sessions
 from sgaps_env.sprites import HUD_ROWS, ROTATION_COLOURS, area_key, camera_x, rotation_phase
 
@@ -118,8 +118,8 @@ def test_a_broken_codebook_file_is_refused_with_the_reason(tmp_path):
         load_codebook(tmp_path / "junk.npz")
     arrays = {name: getattr(codebook, name) for name in ("blocks", "block_log_prior", "tiles", "tile_log_prior",
                                                          "shapes", "shape_log_prior", "hud_tiles", "hud_keys",
-                                                         "hud_log_prior", "hud_digit_slot", "sprite_colours",
-                                                         "sprite_opacity")}
+                                                         "hud_log_prior", "hud_digit_slot", "sprite_appearances",
+                                                         "sprite_poses", "sprite_log_prior")}
     np.savez(tmp_path / "partial.npz", metadata=np.array("{}"), **{k: v for k, v in arrays.items() if k != "tiles"})
     with pytest.raises(ValueError, match="expected"):
         load_codebook(tmp_path / "partial.npz")
@@ -141,7 +141,7 @@ def test_an_atlas_of_a_known_level_is_used_saved_and_checked(sessions, tmp_path)
     atlas = StagePriors.build([(*train.frame_indices(), *train.states())], progress=False)
     atlas.save(tmp_path / "atlas.npz", {"split": "test"})
     loaded, metadata = StagePriors.load(tmp_path / "atlas.npz")
-    assert metadata == {"split": "test"} and sorted(loaded.levels) == sorted(atlas.levels) == ["1-1-0"]
+    assert metadata == {"split": "test"} and sorted(loaded.levels) == sorted(atlas.levels) == ["1-1-0-ground"]
     codebook, _ = load_codebook(DEFAULT_CODEBOOK)
     without = _replay(TileReconstructor(codebook), other, 250)
     with_atlas = _replay(TileReconstructor(codebook, atlas=loaded), other, 250)
@@ -152,9 +152,9 @@ def test_an_atlas_of_a_known_level_is_used_saved_and_checked(sessions, tmp_path)
     (tmp_path / "junk.npz").write_bytes(b"PK no zip")
     with pytest.raises(ValueError, match="not a level atlas"):
         StagePriors.load(tmp_path / "junk.npz")
-    arrays = {f"1-1-0/{name}": array for name, array in atlas.levels["1-1-0"].arrays().items()}
-    arrays["1-1-0/index"] = arrays["1-1-0/index"].copy()
-    arrays["1-1-0/index"][0, 0] = 250  # past the palette
+    arrays = {f"1-1-0-ground/{name}": array for name, array in atlas.levels["1-1-0-ground"].arrays().items()}
+    arrays["1-1-0-ground/index"] = arrays["1-1-0-ground/index"].copy()
+    arrays["1-1-0-ground/index"][0, 0] = 250  # past the palette
     np.savez(tmp_path / "bad.npz", metadata=np.array("{}"), **arrays)
     with pytest.raises(ValueError, match="points past"):
         StagePriors.load(tmp_path / "bad.npz")
@@ -168,7 +168,7 @@ def test_blinking_blocks_are_counted_once_and_drawn_in_the_frame_s_rotation_colo
     phases = [rotation_phase(state, mask) for state, mask in zip(states, masks)]
     shown = [colour_codes(ROTATION_COLOURS[phase]) in tile for tile, phase in zip(coin, phases) if phase is not None]
     assert len(shown) > 60 and np.mean(shown) > 0.95
-    blinking = blinking_pixels(frames, states, masks)["1-1-0"]
+    blinking = blinking_pixels(frames, states, masks)["1-1-0-ground"]
     assert 0 < blinking.sum() < 0.01 * blinking.size, "the faces of ?-blocks blink; the level does not"
     counter = CodebookCounter()
     counter.add(frames, states, masks)
@@ -180,7 +180,7 @@ def test_blinking_blocks_are_counted_once_and_drawn_in_the_frame_s_rotation_colo
                                               codebook.blocks))
     rows = slice(0, 90)
     frames, (states, masks) = other.frames(rows), other.states(rows)
-    truth_blinking = blinking_pixels(frames, states, masks).get("1-1-0")
+    truth_blinking = blinking_pixels(frames, states, masks).get("1-1-0-ground")
     errors = {}
     for name, book in (("aware", codebook), ("blind", blind)):
         reconstructor, rng, error = TileReconstructor(book), np.random.default_rng(0), []
@@ -265,3 +265,47 @@ def test_a_block_under_a_known_block_follows_what_this_session_put_under_it(sess
 
     assert np.allclose(replay(TileReconstructor(codebook)), dirt / 255.0), "this session's pairs decide"
     assert np.allclose(replay(TileReconstructor(codebook, pair_weight=0.0)), rock / 255.0), "the codebook's prior"
+
+
+def test_a_sprite_is_counted_as_its_exact_appearance_and_drawn_as_the_one_its_samples_pick(sessions):
+    from models.tile_reconstructor import SpriteAppearances, session_backgrounds
+    from sgaps_env.sprites import TEMPLATE_SIZE, sprite_boxes, template_windows
+
+    _, (train, _, _) = sessions
+    frames, (states, masks) = train.frames(), train.states()
+    codes = colour_codes(frames)
+    backgrounds = session_backgrounds(codes, states, masks)
+    step = next(t for t in range(20, len(frames)) if [b.kind for b in sprite_boxes(states[t], masks[t])] == ["player"])
+    counter = SpriteAppearances()
+    counter.add(codes[step], states[step], masks[step], backgrounds)
+    appearances, poses, _ = counter.appearances(min_sightings=1)
+    (box,) = sprite_boxes(states[step], masks[step])
+    ((pose, top, left),) = template_windows([box])
+    assert poses.tolist() == [pose]
+    height, width = TEMPLATE_SIZE
+    truth = codes[step, top:top + height, left:left + width]
+    mario = appearances[0] >= 0
+    assert 60 < mario.sum() < 400, "small Mario's pixels, not his box's background"
+    np.testing.assert_array_equal(appearances[0][mario], truth[mario])
+
+    # the pose's appearances: Mario mirrored (the more frequent) and as he is; the samples decide
+    mirrored = appearances[0][:, ::-1]
+    codebook, _ = load_codebook(DEFAULT_CODEBOOK)
+    book = replace(codebook, sprite_appearances=np.stack([mirrored, appearances[0]]),
+                   sprite_poses=np.array([pose, pose], np.int32),
+                   sprite_log_prior=np.log(np.array([0.9, 0.1], np.float32)))
+    rows, cols = np.nonzero(mario)
+    sampled = (rows + cols) % 2 == 0  # every other pixel of Mario is sampled, the others must be drawn
+    pixels = extract_pixels(frames[step], pixel_to_uv(rows[sampled] + top, cols[sampled] + left), "rgb")
+    truth_values = frame_values(frames[step], "rgb")[rows[~sampled] + top, cols[~sampled] + left]
+    differs = (mirrored[rows[~sampled], cols[~sampled]] != truth[rows[~sampled], cols[~sampled]])
+    assert differs.sum() > 20
+
+    def drawn(**options):
+        reconstructor = TileReconstructor(book, **options)
+        output = reconstructor.reconstruct(pixels, states[step], masks[step])
+        return output[rows[~sampled] + top, cols[~sampled] + left]
+
+    np.testing.assert_allclose(drawn(), truth_values, atol=1e-6)
+    ignoring = drawn(sprite_miss_probability=1.0)
+    assert (np.abs(ignoring - truth_values).sum(axis=1) > 1e-3)[differs].all(), "without its samples: the frequent one"
