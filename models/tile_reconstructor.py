@@ -773,6 +773,11 @@ class TileReconstructor:
         was_unmatched = bool(grid.unmatched[row, column]) and not changed
         if not self.use_blocks or was_unmatched:  # the ablation (tile by tile only), or no block matched before
             candidates = misses = np.zeros(0, np.int64)
+        elif (candidates is None or changed) and not tolerant and ((known >= 0) & (known < ROTATING)).all():
+            # every pixel known in plain colours (an atlas page): only the block equal to it matches
+            found = self._block_index.get(known.astype(np.int32).tobytes())
+            candidates = np.array([] if found is None else [found], np.int64)
+            misses = np.zeros(len(candidates), np.int64)
         elif candidates is None or changed:
             sampled = np.flatnonzero(known >= 0)
             misses = len(sampled) - agreeing(blocks[:, sampled], known[sampled]).sum(axis=1)
@@ -1105,6 +1110,7 @@ class TileReconstructor:
             book = luma_codebook(self.codebook) if channels == 1 else self.codebook
             rotation = colour_codes(ROTATION_COLOURS)
             prepared = {"_book": book, "_block_values": self._values(book.blocks),
+                        "_block_index": {block.tobytes(): index for index, block in enumerate(book.blocks.astype(np.int32))},
                         "_tile_values": self._values(book.tiles), "_hud_values": code_values(book.hud_tiles, channels),
                         "_rotation_codes": luma_codes(rotation) if channels == 1 else rotation}
             prepared["_rotation_values"] = code_values(prepared["_rotation_codes"], channels)
