@@ -6,7 +6,7 @@ import pytest
 
 from models.baselines import make_baseline
 from models.metrics import psnr
-from models.tile_reconstructor import (BLOCK_PIXELS, DEFAULT_CODEBOOK, HUD_TILES, MAYBE_ROTATING, ROTATING,
+from models.tile_reconstructor import (BLOCK_PIXELS, DEFAULT_CODEBOOK, HUD_TILES, MAYBE_ROTATING, ROTATING, ROTATION_SLOT,
                                        CodebookCounter, TileReconstructor, blinking_pixels, consistent_shapes,
                                        load_codebook, matching, merge_samples, save_codebook)
 from models.tile_vocabulary import TILE, colour_codes
@@ -104,6 +104,8 @@ def test_the_shipped_codebook_knows_worlds_1_to_4_only_and_rebuilds_a_held_out_w
     assert metadata["split"]["held_out_worlds"] == [5, 6, 7, 8]
     timer = np.flatnonzero((codebook.hud_digit_slot >= 0) & (codebook.hud_digit_slot < 3))
     assert len(timer) == 3, "the status bar's timer digits follow the state"
+    coin = np.flatnonzero(codebook.hud_digit_slot == ROTATION_SLOT)
+    assert len(coin) == 1, "only the coin blinks: the area type in its key must not make every tile follow it"
     tiles = _replay(TileReconstructor(codebook), held_out, 500)
     linear = _replay(make_baseline("linear"), held_out, 500)
     assert tiles > linear + 8.0, (tiles, linear)
@@ -309,3 +311,14 @@ def test_a_sprite_is_counted_as_its_exact_appearance_and_drawn_as_the_one_its_sa
     np.testing.assert_allclose(drawn(), truth_values, atol=1e-6)
     ignoring = drawn(sprite_miss_probability=1.0)
     assert (np.abs(ignoring - truth_values).sum(axis=1) > 1e-3)[differs].all(), "without its samples: the frequent one"
+
+
+def test_the_status_bar_prefers_the_colours_its_area_shows_over_a_few_stray_samples():
+    codebook, _ = load_codebook(DEFAULT_CODEBOOK)
+    sky, white, black = 0x6888FC, 0xFCFCFC, 0x000000
+    reconstructor = TileReconstructor(codebook)
+    reconstructor._hud_colours = {sky: 1340, white: 130, black: 2}  # two black samples on a sprite's edge
+    on_sky, on_black = np.full((1, 64), sky), np.full((1, 64), black)
+    on_sky[0, :10] = on_black[0, :10] = white  # a digit's white glyph on either background
+    weights = reconstructor._status_colour_weights(np.concatenate([on_sky, on_black]))
+    assert weights[0] == 1.0 and weights[1] < 0.2, weights
