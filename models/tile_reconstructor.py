@@ -851,10 +851,9 @@ class TileReconstructor:
         fewest = int(misses.min())
         if fewest > 1:
             return np.zeros(0, np.int64)
-        stray = sampled[~agree[int(np.argmin(misses))]]
-        known[stray] = -1
-        sampled = np.flatnonzero(known >= 0)
-        return np.flatnonzero(matching(blocks, sampled, known[sampled]))
+        kept = agree[int(np.argmin(misses))]
+        known[sampled[~kept]] = -1
+        return np.flatnonzero(agree[:, kept].all(axis=1))
 
     @staticmethod
     def _named_neighbours(grid: _BlockGrid, row: int, column: int) -> list[tuple[int, int]]:
