@@ -769,6 +769,7 @@ class TileReconstructor:
         blocks = self._book.blocks
         candidates = grid.candidates.get((row, column))
         misses = grid.misses.get((row, column))
+        agree = None  # (codebook blocks, sampled pixels): which blocks agree with each sample, when computed
         tolerant = self.stray_probability > 0
         was_unmatched = bool(grid.unmatched[row, column]) and not changed
         if not self.use_blocks or was_unmatched:  # the ablation (tile by tile only), or no block matched before
@@ -780,7 +781,8 @@ class TileReconstructor:
             misses = np.zeros(len(candidates), np.int64)
         elif candidates is None or changed:
             sampled = np.flatnonzero(known >= 0)
-            misses = len(sampled) - agreeing(blocks[:, sampled], known[sampled]).sum(axis=1)
+            agree = agreeing(blocks[:, sampled], known[sampled])
+            misses = len(sampled) - agree.sum(axis=1)
             candidates = np.flatnonzero(misses <= (1 if tolerant else 0))
             misses = misses[candidates]
         else:  # the older samples already agree with every candidate (but for its counted misses)
@@ -796,7 +798,7 @@ class TileReconstructor:
             keep = new_misses <= (1 if tolerant else 0)
             candidates, misses = candidates[keep], new_misses[keep]
         if len(candidates) == 0 and self.use_blocks and not was_unmatched and not tolerant:
-            candidates = self._near_misses(known)
+            candidates = self._near_misses(known, agree)
             misses = np.zeros(len(candidates), np.int64)
         if len(candidates) == 0 and self.use_blocks and grid.certain[row, column] and not changed:
             # a block named with certainty that this step's samples contradict changed (a ?-block was hit,
@@ -838,15 +840,16 @@ class TileReconstructor:
             entropy += self._decode_tile(grid, row, column, tile)
         grid.entropy[row, column] = entropy
 
-    def _near_misses(self, known: np.ndarray) -> np.ndarray:
+    def _near_misses(self, known: np.ndarray, agree: np.ndarray | None = None) -> np.ndarray:
         """Codebook blocks that match a block's samples ``known (256,)`` but for a few stray pixels (the edge of a
         sprite outside its box, a score that pops up, debris): those pixels are forgotten and the blocks that
-        match the rest returned; none when every block misses more than one sample."""
+        match the rest returned; none when every block misses more than one sample. ``agree`` (blocks, sampled
+        pixels in order) is :func:`agreeing` of every codebook block with the samples, when already computed."""
         sampled = np.flatnonzero(known >= 0)
         if len(sampled) == 0:
             return np.zeros(0, np.int64)
-        blocks = self._book.blocks
-        agree = agreeing(blocks[:, sampled], known[sampled])
+        if agree is None:
+            agree = agreeing(self._book.blocks[:, sampled], known[sampled])
         misses = len(sampled) - agree.sum(axis=1)
         fewest = int(misses.min())
         if fewest > 1:
