@@ -28,10 +28,12 @@ means the block changed, so its older samples are dropped). A block is drawn as 
 with ``top_k`` > 1, the posterior mean of the ``top_k`` most probable), their prior being the mixture of their
 frequency on worlds 1-4 and their share of this session's decodes (a level reuses its own blocks:
 ``session_weight``), times a factor for having followed the same neighbour above or to the left earlier in the
-session (a level repeats its own block pairs: ``pair_weight``); the posterior's entropy over the candidates is kept per block, for sampling policies. Blocks never sampled copy the nearest decoded block, preferring
-their own row (sky continues sky). Then the sprites are blended over the background, and this frame's
-samples are pasted exactly. Nothing is fitted to a level: worlds 5-8 never enter a codebook
-(``sgaps_env.worlds``).
+session (a level repeats its own block pairs: ``pair_weight``); the posterior's entropy over the candidates is
+kept per block, for sampling policies. Blocks never sampled copy the nearest decoded block, preferring their own
+row (sky continues sky). Then each sprite is drawn as the appearance of its pose that best explains the samples
+in its window, and this frame's samples are pasted exactly. Level areas are :func:`sgaps_env.sprites.area_key`
+(world, stage, area number and area type, so a stage's sub-areas are apart). Nothing is fitted to a level:
+worlds 5-8 never enter a codebook (``sgaps_env.worlds``).
 """
 from __future__ import annotations
 
