@@ -921,7 +921,10 @@ class TileReconstructor:
             grid.entropy[row, column] = float(-(spread * np.log(np.maximum(spread, 1e-12))).sum())
         top = ranked[:self.top_k]
         posterior = weights[top] / weights[top].sum()
-        out[:] = np.einsum("k,kpc->pc", posterior, values[options[top]])
+        if len(top) == 1:  # the most probable option alone (top_k = 1): its values as they are
+            out[:] = values[options[top[0]]]
+        else:
+            out[:] = np.einsum("k,kpc->pc", posterior, values[options[top]])
         return top, posterior
 
     def _decode_tile(self, grid: _BlockGrid, row: int, column: int, tile: int) -> float:
