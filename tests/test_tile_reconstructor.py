@@ -322,3 +322,21 @@ def test_the_status_bar_prefers_the_colours_its_area_shows_over_a_few_stray_samp
     on_sky[0, :10] = on_black[0, :10] = white  # a digit's white glyph on either background
     weights = reconstructor._status_colour_weights(np.concatenate([on_sky, on_black]))
     assert weights[0] == 1.0 and weights[1] < 0.2, weights
+
+
+def test_the_atlas_holds_an_area_first_seen_far_into_it_and_skips_a_rewinding_camera(sessions):
+    from models.memory import StagePriors
+    from sgaps_env.state import STATE_INDEX, STATE_SCALE
+
+    _, (train, _, _) = sessions
+    frames, palette = train.frame_indices(slice(0, 30))
+    states, masks = train.states(slice(0, 30))
+    camera = STATE_INDEX["camera_x"]
+    far = states.copy()
+    far[:, camera] = 600 / STATE_SCALE["camera_x"]  # a sub-area entered at camera x 600 (1-2's exit, say)
+    level = StagePriors.build([(frames, palette, far, masks)], progress=False).levels["1-1-0-ground"]
+    assert level.index.shape[1] == 600 + 256, "the level's canvas reaches the screen, the status bar apart"
+    assert (level.confidence[:, 600:] > 0).mean() > 0.5 and (level.confidence[:, :600] == 0).all()
+    rewinding = states.copy()
+    rewinding[:, camera] = (0xFF * 256 + 160) / STATE_SCALE["camera_x"]  # 4-4's maze: page 0xFF
+    assert len(StagePriors.build([(frames, palette, rewinding, masks)], progress=False)) == 0
