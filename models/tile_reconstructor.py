@@ -97,9 +97,11 @@ def plain_codes(codes: np.ndarray) -> np.ndarray:
 def agreeing(drawn: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Elementwise: whether codebook pixels ``drawn`` can have shown samples ``codes`` (broadcast): the same colour,
     or a blinking pixel where the sample showed its step's rotating colour."""
-    hits = drawn == plain_codes(codes)
+    codes = np.asarray(codes)
     maybe = (codes >= 0) & ((codes & MAYBE_ROTATING) != 0)
-    return (hits | ((drawn == ROTATING) & maybe)) if maybe.any() else hits
+    if not maybe.any():  # plain colours: agreeing is being equal
+        return drawn == codes
+    return (drawn == plain_codes(codes)) | ((drawn == ROTATING) & maybe)
 
 
 def merge_samples(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -757,8 +759,11 @@ class TileReconstructor:
     def _update_block(self, grid: _BlockGrid, row: int, column: int, positions: np.ndarray,
                       codes: np.ndarray) -> None:
         known, when = grid.known[row, column], grid.when[row, column]
-        merged, clash = merge_samples(known[positions], codes)
-        changed = bool(clash.any())
+        if (known[positions] < 0).all():  # samples of pixels not sampled before (the usual case): nothing to merge
+            merged, changed = codes, False
+        else:
+            merged, clash = merge_samples(known[positions], codes)
+            changed = bool(clash.any())
         if changed:  # the block changed (a brick broke, a coin was taken): keep what was seen since
             known[when < self._step] = -1
             grid.tile_unmatched[row, column] = False
