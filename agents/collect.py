@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,7 @@ def record_episode(task: EpisodeTask, shards_root: str | None) -> dict:
     started = time.perf_counter()
     reported = 0  # steps added to the shared progress counter
     for step in rollout:
+        _stop_if_asked()
         if recording:
             ram = env.frame_ram if store_ram else None
             if step.step == 0:
@@ -228,6 +230,18 @@ def record_episode(task: EpisodeTask, shards_root: str | None) -> dict:
         write_shard(Path(shards_root) / task.shard, data)
     summary["worker_seconds"] = time.perf_counter() - started  # playing, recording and writing the shard
     return summary
+
+
+#: Set by Ctrl-C while recording; the recorder stops at the next safe point (between steps, between episodes).
+_CTRL_C = threading.Event()
+
+
+def _stop_if_asked() -> None:
+    """Raise KeyboardInterrupt here, at a safe point, if Ctrl-C was pressed. Raised wherever the signal landed, it
+    could interrupt h5py inside its global lock (writing a shard or the index) and leave the lock held, and the
+    recorder would then hang when it reads the index to report what it kept."""
+    if _CTRL_C.is_set():
+        raise KeyboardInterrupt
 
 
 def die_with_parent() -> None:
@@ -444,11 +458,15 @@ def main(args: Args) -> dict:
         recorded.append(summary)
 
     interrupted = False
+    _CTRL_C.clear()
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may handle signals
+    previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: _CTRL_C.set()) if in_main_thread else None
     try:
         if args.workers == 1 and args.backend == "local":
             _worker_init_in_process(counter)
             while (plan := tasks()) is not None:
                 finished(plan, record_episode(make_task(plan), str(session_file.shards_dir)))
+                _stop_if_asked()
                 bar.update(counter.value - bar.n)
                 bar.set_postfix(sessions=len(recorded))
         else:
@@ -469,6 +487,7 @@ def main(args: Args) -> dict:
                         plan, guess = pending.pop(handle)
                         plan.in_flight, plan.in_flight_steps = plan.in_flight - 1, plan.in_flight_steps - guess
                         finished(plan, backend.result(handle))
+                    _stop_if_asked()
                     # local workers count steps as they play; Ray tasks report them when their episode ends
                     bar.update(max(counter.value, sum(summary["steps"] for summary in recorded)) - bar.n)
                     bar.set_postfix(sessions=len(recorded))
@@ -479,6 +498,8 @@ def main(args: Args) -> dict:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous_handler)
         bar.close()
         _worker_init_in_process(None)
         lock.close()
