@@ -50,8 +50,8 @@ from models.npz_files import read_npz, write_npz
 from models.tile_vocabulary import TILE, TILE_COLOURS, canonical_shapes, code_values, colour_codes
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, uv_to_pixel
 from sgaps_env.sprites import (AREA_TYPES, HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, ROTATION_COLOURS, ROTATION_PHASES,
-                               TEMPLATE_SIZE, area_key, box_mask, camera_x, hud_digits, rotation_phase, sprite_boxes,
-                               template_windows)
+                               TEMPLATE_SIZE, area_key, area_type, box_mask, camera_x, hud_digits, rotation_phase,
+                               sprite_boxes, template_windows)
 from sgaps_env.state import STATE_INDEX, field_int
 from sgaps_env.worlds import check_training_states
 
@@ -198,8 +198,7 @@ def status_digits(state: np.ndarray) -> np.ndarray:
     """``(14,)`` what the status bar shows: the digits of the timer (3), score (6), coins (2), world and stage,
     then the coin's colouring, ``area type * 6 + palette rotation step``; -1 where the state lacks it (not playing)."""
     phase = rotation_phase(state)
-    area_type = min(AREA_TYPES - 1, max(0, field_int(state, "area_type")))
-    coin = -1 if phase is None else area_type * ROTATION_PHASES + phase
+    coin = -1 if phase is None else area_type(state) * ROTATION_PHASES + phase
     if state[STATE_INDEX["timer"]] < 0:
         return np.array([-1] * ROTATION_SLOT + [coin], np.int64)
     return np.concatenate([hud_digits(state) % 10, [(field_int(state, "world") + 1) % 10,
@@ -248,19 +247,20 @@ def _grid(array: np.ndarray, first_column: int, size: int) -> np.ndarray:
     return cells.reshape(rows, size, columns, size).transpose(0, 2, 1, 3).reshape(rows * columns, size * size)
 
 
-def blinking_pixels(frames: np.ndarray, states: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
-    """Per level area of one session, ``(BLOCK_ROWS * 16, level width) bool``: the level pixels that blink with the
+def blinking_pixels(codes: np.ndarray, states: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Per level area of one session (its frames' colour codes ``codes (T, H, W)``, :func:`colour_codes`),
+    ``(BLOCK_ROWS * 16, level width) bool``: the level pixels that blink with the
     palette rotation, i.e. showed the rotating colour of their frame's step (``ROTATION_COLOURS``) for two or more
     different colours. A static pixel of one of those colours shows it at every step, so it never qualifies."""
     rotating = colour_codes(ROTATION_COLOURS)
     colour_bit = {colour: 1 << i for i, colour in enumerate(sorted(set(rotating.tolist())))}
     seen: dict[str, np.ndarray] = {}
-    for frame, state, mask in zip(frames, states, masks):
+    for frame, state, mask in zip(codes, states, masks):
         phase = rotation_phase(state, mask)
         if phase is None:
             continue
         camera, key = max(0, camera_x(state)), area_key(state)
-        body = colour_codes(frame[HUD_ROWS:HUD_ROWS + BLOCK_ROWS * BLOCK])
+        body = frame[HUD_ROWS:HUD_ROWS + BLOCK_ROWS * BLOCK]
         shown = (body == rotating[phase]) & ~box_mask(sprite_boxes(state, mask), margin=SPRITE_MARGIN)[
             HUD_ROWS:HUD_ROWS + BLOCK_ROWS * BLOCK]
         bits = seen.get(key, np.zeros((BLOCK_ROWS * BLOCK, 0), np.uint8))
@@ -286,9 +286,9 @@ class CodebookCounter:
     def add(self, frames: np.ndarray, states: np.ndarray, masks: np.ndarray) -> None:
         """Count one session's ``frames (T, H, W, 3) uint8`` with their ``states, masks (T, D)``."""
         check_training_states(states, "a session given to CodebookCounter")
-        blinking = blinking_pixels(frames, states, masks)
-        rotating = colour_codes(ROTATION_COLOURS)
         session_codes = colour_codes(frames)
+        blinking = blinking_pixels(session_codes, states, masks)
+        rotating = colour_codes(ROTATION_COLOURS)
         backgrounds = session_backgrounds(session_codes, states, masks)
         blocks, tiles = [], []
         for codes, state, mask in zip(session_codes, states, masks):
@@ -399,12 +399,11 @@ def session_backgrounds(codes: np.ndarray, states: np.ndarray, masks: np.ndarray
             continue
         body = frame[HUD_ROWS:]
         palette = palettes.setdefault(key, {})
-        ids = np.full(body.shape, -1, np.int64)
-        for code in np.unique(body).tolist():
+        shown, inverse = np.unique(body, return_inverse=True)
+        for code in shown.tolist():
             if code not in palette and len(palette) < max_colours:
                 palette[code] = len(palette)
-            if code in palette:
-                ids[body == code] = palette[code]
+        ids = np.array([palette.get(code, -1) for code in shown.tolist()], np.int64)[inverse.reshape(body.shape)]
         counts = votes.get(key)
         if counts is None or counts.shape[1] < camera + FRAME_WIDTH:
             grown = np.zeros((body.shape[0], camera + FRAME_WIDTH + 4 * FRAME_WIDTH, max_colours), np.uint16)
@@ -674,7 +673,7 @@ class TileReconstructor:
         self._hud_best = np.full((HUD_TILES, TILE * TILE), -1, np.int32)  # the most probable tile's codes
         self._hud_certain = np.zeros(HUD_TILES, bool)
         self._hud_colours: dict[int, int] = {}  # status-bar samples per colour code, in this level area
-        self._hud_area: str | None = None  # the level area whose atlas status bar the tiles started from
+        self._hud_area: str | None = None  # the level area the status bar's colours (and atlas start) belong to
         self._pages: OrderedDict[tuple[str, int], _BlockGrid] = OrderedDict()
         self._step = 0
         # the session's own statistics: how much of each codebook block and tile its decodes hold (each
@@ -714,9 +713,7 @@ class TileReconstructor:
         if prior is None or start >= prior.width:
             return
         span = min(PAGE_BLOCKS * BLOCK, prior.width - start)
-        palette = colour_codes(prior.palette)
-        if self.channels == 1:
-            palette = luma_codes(palette)
+        palette = self._atlas_palette(prior)
         codes = np.full((BLOCK_ROWS * BLOCK, PAGE_BLOCKS * BLOCK), -1, np.int32)
         trusted = prior.confidence[:, start:start + span] >= ATLAS_CONFIDENCE
         codes[:, :span] = np.where(trusted, palette[prior.index[:, start:start + span]], -1)
@@ -726,6 +723,11 @@ class TileReconstructor:
         nothing = np.zeros(0, np.int64)
         for row, column in np.argwhere((grid.known >= 0).any(axis=2)):
             self._update_block(grid, int(row), int(column), nothing, nothing.astype(np.int32))
+
+    def _atlas_palette(self, prior) -> np.ndarray:
+        """``(P,)`` the colour codes of an atlas level's palette, in this session's colours (luma for grey)."""
+        palette = colour_codes(prior.palette)
+        return luma_codes(palette) if self.channels == 1 else palette
 
     def _learn(self, key: str, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray) -> None:
         """Write samples of level area ``key`` into their blocks and re-decode the blocks they touched.
@@ -1043,10 +1045,7 @@ class TileReconstructor:
         prior = self.atlas.get(key) if self.atlas is not None else None
         if prior is None or prior.hud_index.shape != (HUD_ROWS, FRAME_WIDTH):
             return
-        palette = colour_codes(prior.palette)
-        if self.channels == 1:
-            palette = luma_codes(palette)
-        codes = np.where(prior.hud_confidence >= ATLAS_CONFIDENCE, palette[prior.hud_index], -1)
+        codes = np.where(prior.hud_confidence >= ATLAS_CONFIDENCE, self._atlas_palette(prior)[prior.hud_index], -1)
         fixed = np.flatnonzero(self._book.hud_digit_slot < 0) if self._book.hud_digit_slot is not None \
             else np.arange(HUD_TILES)
         self._hud_known[fixed] = hud_tiles(codes.astype(np.int32))[fixed]

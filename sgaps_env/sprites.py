@@ -88,6 +88,11 @@ def camera_x(state: np.ndarray) -> int:
 AREA_TYPE_NAMES = ("water", "ground", "underground", "castle")
 
 
+def area_type(state: np.ndarray) -> int:
+    """The area type 0-3 (an index of :data:`AREA_TYPE_NAMES`)."""
+    return min(AREA_TYPES - 1, max(0, field_int(state, "area_type")))
+
+
 def area_key(state: np.ndarray) -> str:
     """``"W-S-A-type"`` (1-based world and stage, 0-based area, the area type's name): the level area a frame's
     background belongs to.
@@ -99,8 +104,7 @@ def area_key(state: np.ndarray) -> str:
     world = field_int(state, "world") + 1
     stage = field_int(state, "stage") + 1
     area = field_int(state, "area")
-    kind = AREA_TYPE_NAMES[min(AREA_TYPES - 1, max(0, field_int(state, "area_type")))]
-    return f"{world}-{stage}-{area}-{kind}"
+    return f"{world}-{stage}-{area}-{AREA_TYPE_NAMES[area_type(state)]}"
 
 
 def legacy_area_key(key: str) -> str:
@@ -125,7 +129,7 @@ def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
         frame = min(PLAYER_FRAMES - 1, max(0, field_int(state, "player_sprite") // 8))
         pose = (int(fire) * 2 + int(facing_left)) * PLAYER_FRAMES + frame
         boxes.append(SpriteBox("player", 0, x, y, x - 1, y + (0 if big else 16), x + 17, y + 34, pose))
-    area_type = min(AREA_TYPES - 1, max(0, field_int(state, "area_type")))
+    palette = area_type(state)
     for slot in range(ENEMY_SLOTS):
         if not _valid(state_mask, f"enemy{slot}_screen_x"):
             continue
@@ -135,7 +139,7 @@ def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
             continue
         kind = min(ENEMY_TYPES - 1, max(0, field_int(state, f"enemy{slot}_type")))
         boxes.append(SpriteBox("enemy", slot, x, y, x - 1, y, x + 18, y + 26,
-                               PLAYER_POSES + area_type * ENEMY_TYPES + kind))
+                               PLAYER_POSES + palette * ENEMY_TYPES + kind))
     return boxes
 
 

@@ -170,7 +170,7 @@ def test_blinking_blocks_are_counted_once_and_drawn_in_the_frame_s_rotation_colo
     phases = [rotation_phase(state, mask) for state, mask in zip(states, masks)]
     shown = [colour_codes(ROTATION_COLOURS[phase]) in tile for tile, phase in zip(coin, phases) if phase is not None]
     assert len(shown) > 60 and np.mean(shown) > 0.95
-    blinking = blinking_pixels(frames, states, masks)["1-1-0-ground"]
+    blinking = blinking_pixels(colour_codes(frames), states, masks)["1-1-0-ground"]
     assert 0 < blinking.sum() < 0.01 * blinking.size, "the faces of ?-blocks blink; the level does not"
     counter = CodebookCounter()
     counter.add(frames, states, masks)
@@ -182,7 +182,7 @@ def test_blinking_blocks_are_counted_once_and_drawn_in_the_frame_s_rotation_colo
                                               codebook.blocks))
     rows = slice(0, 90)
     frames, (states, masks) = other.frames(rows), other.states(rows)
-    truth_blinking = blinking_pixels(frames, states, masks).get("1-1-0-ground")
+    truth_blinking = blinking_pixels(colour_codes(frames), states, masks).get("1-1-0-ground")
     errors = {}
     for name, book in (("aware", codebook), ("blind", blind)):
         reconstructor, rng, error = TileReconstructor(book), np.random.default_rng(0), []
