@@ -79,6 +79,9 @@ def variants(codebook) -> dict:
         "tiles only": TileReconstructor(codebook, use_blocks=False),
         "no sprites": TileReconstructor(replace(codebook, sprite_appearances=None)),
         "sprites without their samples": TileReconstructor(codebook, sprite_miss_probability=1.0),
+        "sprites blind to the animation phase": TileReconstructor(replace(codebook, sprite_phase_log_prior=None)),
+        "fire bars not drawn": TileReconstructor(replace(
+            codebook, firebar_keys=None, firebar_log_prior=None, firebar_pixels=None)),
         "no status digits": TileReconstructor(replace(codebook, hud_digit_slot=np.full_like(codebook.hud_digit_slot, -1))),
         "blind to the palette rotation": TileReconstructor(replace(codebook, blocks=np.where(
             codebook.blocks == ROTATING, colour_codes(ROTATION_COLOURS[1]), codebook.blocks), tiles=np.where(

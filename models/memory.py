@@ -38,7 +38,7 @@ from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, color_for, frame_values
 from sgaps_env.session_file import list_sessions
 from sgaps_env.state import STATE_FIELDS, STATE_INDEX, STATE_SCALE
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, ROTATION_PHASES, area_key, box_mask, camera_x, hud_digits,
-                               legacy_area_key, rotation_phase, sprite_boxes)
+                               legacy_area_key, lingering_boxes, rotation_phase, sprite_boxes)
 from sgaps_env.worlds import check_training_sessions, check_training_states
 
 #: ``LevelPrior.digit_index`` value of a digit the training frames never showed.
@@ -212,7 +212,7 @@ class StagePriors:
                         grown[:, :have[1] - FRAME_WIDTH, :have[2]] = counts[:, :-FRAME_WIDTH]
                         grown[:HUD_ROWS, -FRAME_WIDTH:, :have[2]] = counts[:HUD_ROWS, -FRAME_WIDTH:]
                     counts = votes[level] = grown
-                keep = ~box_mask(sprite_boxes(state, mask), margin=SPRITE_MARGIN)
+                keep = ~box_mask(lingering_boxes(sprite_boxes(state, mask)), margin=SPRITE_MARGIN)
                 r, c = np.nonzero(keep)
                 # each (row, column) occurs once per frame, so plain fancy-index += counts correctly
                 world = np.where(r < HUD_ROWS, c, c + camera)

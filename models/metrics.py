@@ -1,8 +1,9 @@
 """Image-quality metrics on frames in [0, 1].
 
 Frames are ``(H, W, C)`` arrays in [0, 1] with ``C`` = 1 (luma) or 3 (RGB). ``psnr`` and ``ssim`` score
-the whole frame; ``foreground_psnr`` scores only the pixels inside the RAM-given sprite boxes (Mario and
-the active enemies, :func:`sgaps_env.sprites.sprite_boxes`), where the background memory cannot help.
+the whole frame; ``foreground_psnr`` scores only the pixels inside the RAM-given sprite boxes (Mario, the
+active enemies, the square a fire bar's balls sweep, the power-up: :func:`sgaps_env.sprites.sprite_boxes`),
+where the background memory cannot help.
 LPIPS needs pretrained weights that cannot be downloaded here, so SSIM stands in for a perceptual score.
 """
 from __future__ import annotations

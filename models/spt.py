@@ -37,7 +37,7 @@ from models.memory import MemoryBank, MemoryConfig, StagePriors
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, uv_to_pixel
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, TEMPLATE_SIZE, camera_x, hud_digits,
                               sprite_boxes, template_windows)
-from sgaps_env.state import ENEMY_SLOTS, STATE_FIELDS, STATE_INDEX
+from sgaps_env.state import ENEMY_SLOTS, LEGACY_STATE_FIELDS, STATE_FIELDS, STATE_INDEX
 
 #: The checkpoint the environment's scorer and the demo use by default.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "spt-small-smb1.pt"
@@ -67,6 +67,9 @@ class SPTConfig:
     fourier_bands: int = 8
     """octaves of the sin/cos positional encoding"""
     state_dim: int = 64
+    state_fields: int = len(STATE_FIELDS)
+    """named state fields the model reads; the entries after them are masked before it sees them (a checkpoint
+    without this field was trained on the first ``LEGACY_STATE_FIELDS`` and keeps reading only those)"""
     dropout: float = 0.05
     """dropout in the MLPs (what MC dropout samples)"""
     global_skip: bool = True
@@ -83,6 +86,9 @@ class SPTConfig:
             raise ValueError(f"SPTConfig.channels must be 1 (luma) or 3 (RGB), got {self.channels}")
         if self.dim % self.heads:
             raise ValueError(f"SPTConfig.dim={self.dim} must be a multiple of heads={self.heads}")
+        if not 1 <= self.state_fields <= len(STATE_FIELDS):
+            raise ValueError(f"SPTConfig.state_fields={self.state_fields} must be in [1, {len(STATE_FIELDS)}] "
+                             "(the named state fields it reads)")
         if self.height % self.tile or self.width % self.tile:
             raise ValueError(f"frame {self.height}x{self.width} is not a whole number of {self.tile}-pixel tiles")
 
@@ -107,7 +113,7 @@ class SPTConfig:
                     raise ValueError(f"SPTConfig.{name} must be an int in [{low}, {high}], got {value!r}")
             elif not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ValueError(f"SPTConfig.{name} must be a number in [0, 1), got {value!r}")
-        return cls(**values)
+        return cls(**{"state_fields": LEGACY_STATE_FIELDS, **values})
 
 
 #: Named sizes: keyword overrides of :class:`SPTConfig`.
@@ -124,7 +130,8 @@ CONFIG_LIMITS: dict[str, tuple[int, int]] = {
     "channels": (1, 3), "dim": (8, 2 * SIZES["base"]["dim"]), "heads": (1, 2 * SIZES["base"]["heads"]),
     "encoder_layers": (0, 2 * SIZES["base"]["encoder_layers"]), "decoder_layers": (1, 2 * SIZES["base"]["decoder_layers"]),
     "refine_layers": (0, 2 * SIZES["base"]["refine_layers"]), "tile": (4, 16), "fourier_bands": (1, 16),
-    "state_dim": (len(STATE_FIELDS), 1024), "height": (FRAME_HEIGHT, FRAME_HEIGHT), "width": (FRAME_WIDTH, FRAME_WIDTH),
+    "state_dim": (len(STATE_FIELDS), 1024), "state_fields": (1, len(STATE_FIELDS)),
+    "height": (FRAME_HEIGHT, FRAME_HEIGHT), "width": (FRAME_WIDTH, FRAME_WIDTH),
 }
 
 
@@ -295,6 +302,7 @@ class SparsePixelTransformer(nn.Module):
     def embed_state(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The masked state vector and the frame-counter phase -> ``(B, d)``."""
         state, mask = inputs["state"], inputs["state_mask"]
+        mask = mask * (torch.arange(mask.shape[-1], device=mask.device) < self.config.state_fields)
         counter = state[:, STATE_INDEX["frame_phase"]] * mask[:, STATE_INDEX["frame_phase"]]
         phase = fourier_features(counter[:, None], self.config.fourier_bands)
         return self.state_embed(torch.cat([state * mask, mask, phase], dim=-1))
@@ -608,6 +616,9 @@ class SPTReconstructor:
         pixels, state, state_mask = check_frame_inputs(pixels, state, state_mask, self.channels,
                                                        self.model.config.state_dim)
         rows, cols = uv_to_pixel(pixels[:, :2], self.model.config.height, self.model.config.width)
+        # fields appended after the model's training are not read, by the network, the sprite layer or the memory
+        state_mask = np.where(np.arange(len(state_mask)) < self.model.config.state_fields, state_mask,
+                              np.float32(0.0))
         return frame_inputs(self.memory, rows, cols, pixels[:, 2:], state, state_mask)
 
     @torch.inference_mode()

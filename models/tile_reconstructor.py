@@ -13,6 +13,7 @@ built by ``experiments/build_codebook.py``, shipped as ``models/checkpoints/tile
 | tiles, shapes | coloured 8x8 tiles; their palette-normalised shapes | a block no counted block explains, tile by tile; a shape's unsampled colours come from the block's and its neighbours' samples |
 | status bar | its tiles per position, or per digit value where the state's timer, score, coins, world or stage decides the tile (positions found from the frames), or per palette rotation step (the blinking coin) | the status bar |
 | sprites | per pose (``sgaps_env.sprites``), the exact appearances the sprite showed (its pixels in the template window) and how often | each sprite at its RAM position, as the appearance of its pose that best explains the samples in its box |
+| fire bars | per spin step (the state's) and bar length, the exact appearances of the balls around the pivot and how often | each fire bar, as the appearance of its spin step that best explains the samples in its square; samples its balls may cover never enter the level's memory |
 
 Pixels that blink with the palette rotation (the faces of ?-blocks, coins) are counted as one :data:`ROTATING`
 code wherever a level pixel showed the rotating colour of two or more rotation steps (:func:`blinking_pixels`),
@@ -49,9 +50,11 @@ from models.memory import StagePriors
 from models.npz_files import read_npz, write_npz
 from models.tile_vocabulary import TILE, TILE_COLOURS, canonical_shapes, code_values, colour_codes
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, uv_to_pixel
-from sgaps_env.sprites import (AREA_TYPES, HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, ROTATION_COLOURS, ROTATION_PHASES,
-                               TEMPLATE_SIZE, area_key, area_type, box_mask, camera_x, hud_digits, rotation_phase,
-                               sprite_boxes, template_windows)
+from sgaps_env.sprites import (ANIMATION_PHASES, AREA_TYPES, ENEMY_TYPES, FIREBAR_SPINS, HUD_DIGIT_SLOTS, HUD_ROWS, LONG_FIREBAR,
+                               PLAYER_POSES, POSE_COUNT,
+                               ROTATION_COLOURS, ROTATION_PHASES, TEMPLATE_SIZE, SpriteBox, area_key, area_type,
+                               animation_phase, box_mask, camera_x, hud_digits, lingering_boxes, rotation_phase, sprite_boxes,
+                               template_windows)
 from sgaps_env.state import STATE_INDEX, field_int
 from sgaps_env.worlds import check_training_states
 
@@ -159,6 +162,15 @@ class TileCodebook:
     of its share of its pose's sightings"""
     sprite_poses: np.ndarray | None = None
     sprite_log_prior: np.ndarray | None = None
+    sprite_phase_log_prior: np.ndarray | None = None
+    """``(A, ANIMATION_PHASES) float32``: the log of an appearance's share of its pose's sightings at each
+    :func:`sgaps_env.sprites.animation_phase` (smoothed towards ``sprite_log_prior``); None: that prior alone"""
+    firebar_keys: np.ndarray | None = None
+    """``(F,) int32`` sorted :func:`firebar_key` s of the exact fire-bar appearances, each with ``firebar_log_prior
+    (F,)`` (the log of its share of its key's sightings) and its opaque pixels in ``firebar_pixels (P, 4) int32``:
+    rows ``(appearance, dy, dx, colour code)``, offsets from the pivot's centre, by appearance"""
+    firebar_log_prior: np.ndarray | None = None
+    firebar_pixels: np.ndarray | None = None
 
     @staticmethod
     def _ranked(counts, dtype, min_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,14 +182,17 @@ class TileCodebook:
 
     @classmethod
     def from_counts(cls, block_counts, tile_counts, shape_counts, min_count: int = 2, hud=None,
-                    sprites: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> "TileCodebook":
+                    sprites: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    firebars: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> "TileCodebook":
         """From counters of ``bytes`` keys: coloured blocks (256 int32 codes), coloured tiles (64 int32 codes)
         and shapes (64 uint8 ranks); what was seen fewer than ``min_count`` times is left out. ``hud`` is
         ``(hud_tiles, hud_keys, hud_log_prior, hud_digit_slot)``, ``sprites``
-        ``(sprite_appearances, sprite_poses, sprite_log_prior)`` (:meth:`SpriteAppearances.appearances`)."""
+        ``(sprite_appearances, sprite_poses, sprite_log_prior, sprite_phase_log_prior)``
+        (:meth:`SpriteAppearances.appearances`),
+        ``firebars`` ``(firebar_keys, firebar_log_prior, firebar_pixels)`` (:meth:`FirebarAppearances.appearances`)."""
         return cls(*cls._ranked(block_counts, np.int32, min_count), *cls._ranked(tile_counts, np.int32, min_count),
                    *cls._ranked(shape_counts, np.uint8, min_count), *(hud or (None,) * 4),
-                   *(sprites or (None, None, None)))
+                   *(sprites or (None, None, None, None)), *(firebars or (None, None, None)))
 
 
 #: Status-bar tile positions (4 rows of 32) and the key of a digit glyph in :attr:`TileCodebook.hud_keys`.
@@ -278,6 +293,7 @@ class CodebookCounter:
     def __init__(self):
         self.blocks, self.tiles = Counter(), Counter()
         self.sprites = SpriteAppearances()
+        self.firebars = FirebarAppearances()
         self._hud_hashes: list[np.ndarray] = []  # per frame (HUD_TILES,) int64, -1 under a sprite
         self._hud_digits: list[np.ndarray] = []  # per frame (13,)
         self._hud_tiles: dict[int, bytes] = {}
@@ -293,6 +309,7 @@ class CodebookCounter:
         blocks, tiles = [], []
         for codes, state, mask in zip(session_codes, states, masks):
             self.sprites.add(codes, state, mask, backgrounds)
+            self.firebars.add(codes, state, mask, backgrounds)
             boxes = sprite_boxes(state, mask)
             sprites = box_mask(boxes, margin=SPRITE_MARGIN)
             camera = max(0, camera_x(state))
@@ -384,13 +401,14 @@ class CodebookCounter:
         hud = (np.stack([np.frombuffer(self._hud_tiles[code], np.int32) for _, code, _ in entries]), hud_keys,
                hud_log_prior, slots)
         return TileCodebook.from_counts(self.blocks, self.tiles, shape_counts, min_count, hud=hud,
-                                        sprites=self.sprites.appearances())
+                                        sprites=self.sprites.appearances(), firebars=self.firebars.appearances())
 
 
 def session_backgrounds(codes: np.ndarray, states: np.ndarray, masks: np.ndarray,
                         max_colours: int = 32) -> dict[str, np.ndarray]:
     """Per level area of one session, ``(H - HUD_ROWS, level width) int32``: the colour code each level pixel showed
-    most often outside the RAM sprite boxes in ``codes (T, H, W)`` (-1 where it never showed outside them)."""
+    most often outside the RAM sprite boxes in ``codes (T, H, W)`` (-1 where it never showed outside them; fire bars'
+    discs are not left out: :func:`sgaps_env.sprites.lingering_boxes`)."""
     votes: dict[str, np.ndarray] = {}
     palettes: dict[str, dict[int, int]] = {}
     for frame, state, mask in zip(codes, states, masks):
@@ -410,7 +428,8 @@ def session_backgrounds(codes: np.ndarray, states: np.ndarray, masks: np.ndarray
             if counts is not None:
                 grown[:, :counts.shape[1]] = counts
             counts = votes[key] = grown
-        rows, cols = np.nonzero((ids >= 0) & ~box_mask(sprite_boxes(state, mask), margin=SPRITE_MARGIN)[HUD_ROWS:])
+        rows, cols = np.nonzero((ids >= 0) & ~box_mask(lingering_boxes(sprite_boxes(state, mask)),
+                                                       margin=SPRITE_MARGIN)[HUD_ROWS:])
         counts[rows, cols + camera, ids[rows, cols]] += 1
     backgrounds = {}
     for key, counts in votes.items():
@@ -428,6 +447,7 @@ class SpriteAppearances:
 
     def __init__(self):
         self.counts: dict[int, Counter] = {}
+        self.phase_counts: dict[int, Counter] = {}  # per pose, (appearance, animation phase) -> sightings
 
     def add(self, codes: np.ndarray, state: np.ndarray, mask: np.ndarray, backgrounds: dict[str, np.ndarray]) -> None:
         """Count the appearances of the sprites of one frame's ``codes (H, W)``."""
@@ -439,33 +459,117 @@ class SpriteAppearances:
         rows, cols = np.mgrid[0:height, 0:width]
         boxes = sprite_boxes(state, mask)
         for box, (pose, top, left) in zip(boxes, template_windows(boxes)):
-            if top < HUD_ROWS or left < 0 or top + height > FRAME_HEIGHT or left + width > FRAME_WIDTH:
+            if box.kind == "firebar" or top < HUD_ROWS or left < 0 or top + height > FRAME_HEIGHT \
+                    or left + width > FRAME_WIDTH:  # fire bars: FirebarAppearances
                 continue
             behind = background[top - HUD_ROWS:top - HUD_ROWS + height, camera + left:camera + left + width]
             if behind.shape != (height, width) or (behind < 0).any():
                 continue
             window = codes[top:top + height, left:left + width]
             inside = (rows + top >= box.y0) & (rows + top < box.y1) & (cols + left >= box.x0) & (cols + left < box.x1)
-            appearance = np.where(inside & (window != behind), window, -1).astype(np.int32)
-            self.counts.setdefault(pose, Counter())[appearance.tobytes()] += 1
+            appearance = np.where(inside & (window != behind), window, -1).astype(np.int32).tobytes()
+            self.counts.setdefault(pose, Counter())[appearance] += 1
+            self.phase_counts.setdefault(pose, Counter())[appearance, animation_phase(state, mask)] += 1
 
-    def appearances(self, per_pose: int = SPRITE_APPEARANCES,
-                    min_sightings: int = SPRITE_MIN_SIGHTINGS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(appearances (A, 40, 24) int32, poses (A,) int32, log_prior (A,) float32)``: each pose's ``per_pose``
-        most frequent appearances seen at least ``min_sightings`` times, by pose; log_prior is the log of an
-        appearance's share of the kept sightings of its pose."""
-        found, poses, priors = [], [], []
+    def appearances(self, per_pose: int = SPRITE_APPEARANCES, min_sightings: int = SPRITE_MIN_SIGHTINGS,
+                    phase_smoothing: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(appearances (A, 40, 24) int32, poses (A,) int32, log_prior (A,) float32, phase_log_prior
+        (A, ANIMATION_PHASES) float32)``: each pose's ``per_pose`` most frequent appearances seen at least ``min_sightings`` times, by
+        pose; log_prior is the log of an appearance's share of the kept sightings of its pose, phase_log_prior
+        the same per animation phase, with ``phase_smoothing`` pseudo-sightings spread by log_prior."""
+        found, poses, priors, phase_priors = [], [], [], []
         for pose in sorted(self.counts):
             kept = [(key, count) for key, count in self.counts[pose].most_common(per_pose) if count >= min_sightings]
             if not kept:
                 continue
             counts = np.array([count for _, count in kept], np.float64)
+            share = counts / counts.sum()
+            by_phase = np.array([[self.phase_counts[pose][key, phase] for phase in range(ANIMATION_PHASES)]
+                                 for key, _ in kept], np.float64)  # (K, phases)
+            smoothed = by_phase + phase_smoothing * share[:, None]
             found += [np.frombuffer(key, np.int32).reshape(TEMPLATE_SIZE) for key, _ in kept]
             poses += [pose] * len(kept)
-            priors.append(np.log(counts / counts.sum()))
+            priors.append(np.log(share))
+            phase_priors.append(np.log(smoothed / smoothed.sum(axis=0, keepdims=True)))
         if not found:
-            return (np.zeros((0, *TEMPLATE_SIZE), np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
-        return np.stack(found), np.array(poses, np.int32), np.concatenate(priors).astype(np.float32)
+            return (np.zeros((0, *TEMPLATE_SIZE), np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                    np.zeros((0, ANIMATION_PHASES), np.float32))
+        return (np.stack(found), np.array(poses, np.int32), np.concatenate(priors).astype(np.float32),
+                np.concatenate(phase_priors).astype(np.float32))
+
+
+#: :func:`firebar_key` s: per area type, short and long bars, each spin step.
+FIREBAR_KEYS = AREA_TYPES * 2 * FIREBAR_SPINS
+
+
+def firebar_key(state: np.ndarray, box: SpriteBox, spin: int | None = None) -> int:
+    """The key of a fire bar's appearances: area type (it sets the palette), short or long bar, and spin step
+    (``spin``, else the box's). Where the balls are is a function of the spin step and the bar's length alone, so a
+    fast bar or one turning the other way (types 0x1C, 0x1E: worlds 5-8 have them, worlds 1-4 do not) shows the
+    appearances counted on the others."""
+    long = (box.pose - PLAYER_POSES) % ENEMY_TYPES == LONG_FIREBAR
+    return (area_type(state) * 2 + int(long)) * FIREBAR_SPINS + (box.spin if spin is None else spin)
+
+
+def firebar_window(box: SpriteBox) -> tuple[int, int, int]:
+    """``(centre row, centre column, reach)`` of a fire bar's window: its pivot's centre, and how far its balls go."""
+    return box.y + 4, box.x + 4, (box.x1 - box.x0) // 2
+
+
+class FirebarAppearances:
+    """Counts, per fire bar's :func:`firebar_key` (its spin step from the state), the exact appearances frames of
+    worlds 1-4 show in the square its balls can reach: the pixels there that differ from the session's background
+    (:func:`session_backgrounds`), except those in other sprites' boxes. A fire bar's balls sweep a disc far larger
+    than the sprite template window, and where they are is a function of the spin step, so its appearances are
+    kept by spin step, each as its opaque pixels. A square reaching past the level's part of the screen, or over
+    background never seen, is not counted."""
+
+    def __init__(self):
+        self.counts: dict[int, Counter] = {}
+
+    def add(self, codes: np.ndarray, state: np.ndarray, mask: np.ndarray, backgrounds: dict[str, np.ndarray]) -> None:
+        """Count the fire bars of one frame's ``codes (H, W)``."""
+        background = backgrounds.get(area_key(state))
+        camera = camera_x(state)
+        if background is None or camera < 0:
+            return
+        boxes = sprite_boxes(state, mask)
+        for box in boxes:
+            if box.kind != "firebar" or box.spin < 0:
+                continue
+            row, col, reach = firebar_window(box)
+            top, left, size = row - reach, col - reach, 2 * reach
+            if top < HUD_ROWS or left < 0 or top + size > FRAME_HEIGHT or left + size > FRAME_WIDTH:
+                continue
+            behind = background[top - HUD_ROWS:top - HUD_ROWS + size, camera + left:camera + left + size]
+            if behind.shape != (size, size) or (behind < 0).any():
+                continue
+            window = codes[top:top + size, left:left + size]
+            others = box_mask([other for other in boxes if other is not box], margin=SPRITE_MARGIN)
+            own = (window != behind) & ~others[top:top + size, left:left + size]
+            dy, dx = np.nonzero(own)
+            pixels = np.stack([dy - reach, dx - reach, window[dy, dx]], axis=1).astype(np.int32)
+            self.counts.setdefault(firebar_key(state, box), Counter())[pixels.tobytes()] += 1
+
+    def appearances(self, per_key: int = SPRITE_APPEARANCES, min_sightings: int = SPRITE_MIN_SIGHTINGS
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(keys (F,) int32, log_prior (F,) float32, pixels (P, 4) int32)``: each key's ``per_key`` most frequent
+        appearances seen at least ``min_sightings`` times, by key, as :attr:`TileCodebook.firebar_keys` holds them."""
+        keys, priors, pixels = [], [], []
+        for key in sorted(self.counts):
+            kept = [(found, count) for found, count in self.counts[key].most_common(per_key) if count >= min_sightings]
+            if not kept:
+                continue
+            counts = np.array([count for _, count in kept], np.float64)
+            for found, _ in kept:
+                opaque = np.frombuffer(found, np.int32).reshape(-1, 3)
+                pixels.append(np.concatenate([np.full((len(opaque), 1), len(keys), np.int32), opaque], axis=1))
+                keys.append(key)
+            priors.append(np.log(counts / counts.sum()))
+        if not keys:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros((0, 4), np.int32)
+        return (np.array(keys, np.int32), np.concatenate(priors).astype(np.float32),
+                np.concatenate(pixels).astype(np.int32))
 
 
 def luma_codes(codes: np.ndarray) -> np.ndarray:
@@ -480,7 +584,11 @@ def luma_codebook(codebook: TileCodebook) -> TileCodebook:
     appearances = codebook.sprite_appearances
     if appearances is not None:
         appearances = np.where(appearances >= 0, luma_codes(np.maximum(appearances, 0)), -1).astype(np.int32)
-    return replace(codebook, sprite_appearances=appearances,
+    firebar_pixels = codebook.firebar_pixels
+    if firebar_pixels is not None and len(firebar_pixels):
+        firebar_pixels = firebar_pixels.copy()
+        firebar_pixels[:, 3] = luma_codes(firebar_pixels[:, 3])
+    return replace(codebook, sprite_appearances=appearances, firebar_pixels=firebar_pixels,
                    **{name: luma_codes(getattr(codebook, name)) for name in ("blocks", "tiles", "hud_tiles")})
 
 
@@ -515,7 +623,9 @@ _CODEBOOK_ARRAYS: dict[str, tuple[np.dtype, tuple]] = {
     "hud_tiles": (np.int32, (None, TILE * TILE)), "hud_keys": (np.int32, (None,)),
     "hud_log_prior": (np.float32, (None,)), "hud_digit_slot": (np.int8, (HUD_TILES,)),
     "sprite_appearances": (np.int32, (None, *TEMPLATE_SIZE)), "sprite_poses": (np.int32, (None,)),
-    "sprite_log_prior": (np.float32, (None,)),
+    "sprite_log_prior": (np.float32, (None,)), "sprite_phase_log_prior": (np.float32, (None, ANIMATION_PHASES)),
+    "firebar_keys": (np.int32, (None,)),
+    "firebar_log_prior": (np.float32, (None,)), "firebar_pixels": (np.int32, (None, 4)),
 }
 #: Largest codebook file read (bytes): the shipped one is a few MB.
 MAX_CODEBOOK_BYTES = 64 * 2 ** 20
@@ -552,11 +662,24 @@ def load_codebook(path: str | Path = DEFAULT_CODEBOOK) -> tuple[TileCodebook, di
                          ("hud_tiles", "hud_log_prior"), ("hud_tiles", "hud_keys")):
         if len(arrays[units]) != len(arrays[prior]) or len(arrays[units]) == 0:
             raise ValueError(f"{path}: {units} and {prior} differ in length (or are empty)")
-    if not len(arrays["sprite_appearances"]) == len(arrays["sprite_poses"]) == len(arrays["sprite_log_prior"]):
-        raise ValueError(f"{path}: sprite_appearances, sprite_poses and sprite_log_prior differ in length")
+    if not len(arrays["sprite_appearances"]) == len(arrays["sprite_poses"]) == len(arrays["sprite_log_prior"]) \
+            == len(arrays["sprite_phase_log_prior"]):
+        raise ValueError(f"{path}: sprite_appearances, sprite_poses, sprite_log_prior and sprite_phase_log_prior "
+                         "differ in length")
     poses = arrays["sprite_poses"]
     if poses.size and (poses.min() < 0 or poses.max() >= POSE_COUNT or (np.diff(poses) < 0).any()):
         raise ValueError(f"{path}: sprite_poses must be sorted sprite poses in 0..{POSE_COUNT - 1}")
+    keys, firebar_pixels = arrays["firebar_keys"], arrays["firebar_pixels"]
+    if len(keys) != len(arrays["firebar_log_prior"]):
+        raise ValueError(f"{path}: firebar_keys and firebar_log_prior differ in length")
+    if keys.size and (keys.min() < 0 or keys.max() >= FIREBAR_KEYS or (np.diff(keys) < 0).any()):
+        raise ValueError(f"{path}: firebar_keys must be sorted fire-bar keys in 0..{FIREBAR_KEYS - 1}")
+    if firebar_pixels.size and (firebar_pixels[:, 0].min() < 0 or firebar_pixels[:, 0].max() >= len(keys)
+                                or (np.diff(firebar_pixels[:, 0]) < 0).any()
+                                or np.abs(firebar_pixels[:, 1:3]).max() > max(FRAME_HEIGHT, FRAME_WIDTH)
+                                or firebar_pixels[:, 3].min() < 0 or firebar_pixels[:, 3].max() >= 2 ** 24):
+        raise ValueError(f"{path}: firebar_pixels must be rows (appearance, dy, dx, colour code), by appearance, "
+                         "with offsets inside a frame and 24-bit colour codes")
     for name in ("blocks", "tiles", "hud_tiles", "sprite_appearances"):
         codes = arrays[name]
         colours = codes[codes != ROTATING] if name in ("blocks", "tiles") else codes
@@ -571,7 +694,8 @@ def load_codebook(path: str | Path = DEFAULT_CODEBOOK) -> tuple[TileCodebook, di
     keys = arrays["hud_keys"]
     if keys.min() < 0 or keys.max() >= HUD_ROTATION_KEY + HUD_TILES * COIN_COLOURINGS:
         raise ValueError(f"{path}: hud_keys outside the status bar's keys")
-    for name in ("block_log_prior", "tile_log_prior", "shape_log_prior", "hud_log_prior", "sprite_log_prior"):
+    for name in ("block_log_prior", "tile_log_prior", "shape_log_prior", "hud_log_prior", "sprite_log_prior",
+                 "sprite_phase_log_prior", "firebar_log_prior"):
         if arrays[name].size and not (np.isfinite(arrays[name]).all() and arrays[name].max() <= 0):
             raise ValueError(f"{path}: {name} must hold finite log-probabilities")
     return TileCodebook(**arrays), metadata
@@ -1130,6 +1254,14 @@ class TileReconstructor:
                 prepared["_sprite_values"] = code_values(np.maximum(appearances, 0), channels)
                 starts = np.searchsorted(book.sprite_poses, np.arange(POSE_COUNT + 1))
                 prepared["_sprite_range"] = np.stack([starts[:-1], starts[1:]], axis=1)
+            if book.firebar_keys is not None:
+                pixels = book.firebar_pixels
+                prepared["_firebar_starts"] = np.searchsorted(pixels[:, 0], np.arange(len(book.firebar_keys) + 1))
+                prepared["_firebar_values"] = code_values(pixels[:, 3], channels)
+                # one sorted index over every appearance's pixels: (appearance, dy, dx) -> position
+                span = 2 * max(FRAME_HEIGHT, FRAME_WIDTH)
+                prepared["_firebar_index"] = (pixels[:, 0].astype(np.int64) * span + pixels[:, 1] + span // 2) * span \
+                    + pixels[:, 2] + span // 2
             self._prepared_by_channels[channels] = prepared
         return self._prepared_by_channels[channels]
 
@@ -1147,7 +1279,8 @@ class TileReconstructor:
         codes = colour_codes(values)
         camera, key = max(0, camera_x(state)), area_key(state)
         boxes = sprite_boxes(state, state_mask)
-        sprites = box_mask(boxes, margin=SPRITE_MARGIN)
+        firebars = self._firebar_options(boxes, state)
+        sprites = box_mask(lingering_boxes(boxes), margin=SPRITE_MARGIN) | self._firebar_cover(firebars)
         static = ~sprites[rows, cols]
         hud = static & (rows < HUD_ROWS)
         if key != self._hud_area:  # the status bar's background colour belongs to the area (sky, black)
@@ -1174,13 +1307,75 @@ class TileReconstructor:
             image[HUD_ROWS:][blinking] = self._rotation_values[1 if phase is None else phase]
         if np.isnan(image).any():  # nothing decoded at all yet
             image[np.isnan(image[..., 0])] = values.mean(axis=0)
-        self._draw_sprites(image, boxes, rows, cols, codes)
+        self._draw_firebars(image, firebars, rows, cols, codes)
+        self._draw_sprites(image, lingering_boxes(boxes), rows, cols, codes, animation_phase(state, state_mask))
         image[rows, cols] = values
         return image
 
-    def _draw_sprites(self, image: np.ndarray, boxes, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray) -> None:
+    def _firebar_options(self, boxes: list[SpriteBox], state: np.ndarray) -> list[tuple[SpriteBox, int, int]]:
+        """``(box, first, last)`` per fire bar: the codebook's appearances ``first:last`` it may show (those of its
+        spin step; of every step when the state lacks it; none when the codebook has none)."""
+        keys = self._book.firebar_keys
+        options = []
+        for box in boxes:
+            if box.kind != "firebar":
+                continue
+            if keys is None or not len(keys):
+                options.append((box, 0, 0))
+                continue
+            low, high = (firebar_key(state, box), firebar_key(state, box)) if box.spin >= 0 else \
+                (firebar_key(state, box, 0), firebar_key(state, box, FIREBAR_SPINS - 1))
+            first, last = np.searchsorted(keys, [low, high + 1])
+            options.append((box, int(first), int(last)))
+        return options
+
+    def _firebar_cover(self, firebars: list[tuple[SpriteBox, int, int]]) -> np.ndarray:
+        """``(H, W) bool``: where the fire bars may show a ball this frame, so samples there are not background: the
+        pixels any appearance of a bar's spin step covers, or its whole square when the codebook has none."""
+        cover = np.zeros((FRAME_HEIGHT, FRAME_WIDTH), bool)
+        for box, first, last in firebars:
+            if first == last:
+                cover |= box_mask([box])
+                continue
+            pixels = self._book.firebar_pixels[self._firebar_starts[first]:self._firebar_starts[last]]
+            row, col, _ = firebar_window(box)
+            rr, cc = pixels[:, 1] + row, pixels[:, 2] + col
+            inside = (rr >= 0) & (rr < FRAME_HEIGHT) & (cc >= 0) & (cc < FRAME_WIDTH)
+            cover[rr[inside], cc[inside]] = True
+        return cover
+
+    def _draw_firebars(self, image: np.ndarray, firebars: list[tuple[SpriteBox, int, int]], rows: np.ndarray,
+                       cols: np.ndarray, codes: np.ndarray) -> None:
+        """Draw each fire bar as the appearance (of its spin step) that best explains this frame's samples in its
+        square, as :meth:`_appearance` chooses a sprite's."""
+        span = 2 * max(FRAME_HEIGHT, FRAME_WIDTH)
+        for box, first, last in firebars:
+            if first == last:
+                continue
+            row, col, reach = firebar_window(box)
+            inside = (np.abs(rows - row + 0.5) < reach) & (np.abs(cols - col + 0.5) < reach)
+            log_prior = self._book.firebar_log_prior[first:last].astype(np.float64)
+            chosen = first + int(np.argmax(log_prior))
+            if inside.any() and self.sprite_miss_probability < 1.0:
+                local = (rows[inside] - row + span // 2) * span + cols[inside] - col + span // 2  # (m,)
+                wanted = np.arange(first, last, dtype=np.int64)[:, None] * span * span + local[None]  # (K, m)
+                found = np.minimum(np.searchsorted(self._firebar_index, wanted), len(self._firebar_index) - 1)
+                opaque = self._firebar_index[found] == wanted
+                predicted = np.where(opaque, self._book.firebar_pixels[found, 3],
+                                     colour_codes(image[rows[inside], cols[inside]])[None])
+                misses = (predicted != codes[inside][None]).sum(axis=1)
+                chosen = first + int(np.argmax(log_prior + np.log(self.sprite_miss_probability) * misses))
+            start, stop = self._firebar_starts[chosen], self._firebar_starts[chosen + 1]
+            pixels = self._book.firebar_pixels[start:stop]
+            rr, cc = pixels[:, 1] + row, pixels[:, 2] + col
+            shown = (rr >= 0) & (rr < FRAME_HEIGHT) & (cc >= 0) & (cc < FRAME_WIDTH)
+            image[rr[shown], cc[shown]] = self._firebar_values[start:stop][shown]
+
+    def _draw_sprites(self, image: np.ndarray, boxes, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray,
+                      phase: int = 0) -> None:
         """Draw each sprite over the background as the appearance of its pose that best explains this frame's
-        samples ``rows, cols, codes (N,)`` in its template window (:meth:`_appearance`); the player last, on top."""
+        samples ``rows, cols, codes (N,)`` in its template window at animation phase ``phase``
+        (:meth:`_appearance`); the player last, on top."""
         if self._book.sprite_appearances is None:
             return
         height, width = TEMPLATE_SIZE
@@ -1192,18 +1387,22 @@ class TileReconstructor:
                 continue
             inside = (rows >= window_rows.start) & (rows < window_rows.stop) & (cols >= window_cols.start) \
                 & (cols < window_cols.stop)
-            chosen = first + self._appearance(image, first, last, top, left, rows[inside], cols[inside], codes[inside])
+            chosen = first + self._appearance(image, first, last, top, left, rows[inside], cols[inside], codes[inside],
+                                              phase)
             window = (slice(window_rows.start - top, window_rows.stop - top),
                       slice(window_cols.start - left, window_cols.stop - left))
             own = self._book.sprite_appearances[chosen][window] >= 0
             image[window_rows, window_cols][own] = self._sprite_values[chosen][window][own]
 
     def _appearance(self, image: np.ndarray, first: int, last: int, top: int, left: int, rows: np.ndarray,
-                    cols: np.ndarray, codes: np.ndarray) -> int:
+                    cols: np.ndarray, codes: np.ndarray, phase: int = 0) -> int:
         """Which of the codebook's appearances ``first:last`` (one pose's) to draw at window ``(top, left)``: the
         most probable given samples ``rows, cols, codes (m,)`` in the window, an appearance predicting its own
-        colour where it is opaque and ``image``'s (the background drawn so far) where it is not."""
-        log_prior = self._book.sprite_log_prior[first:last].astype(np.float64)
+        colour where it is opaque and ``image``'s (the background drawn so far) where it is not; its prior is its
+        share of its pose's sightings at animation phase ``phase``."""
+        by_phase = self._book.sprite_phase_log_prior
+        log_prior = (self._book.sprite_log_prior[first:last] if by_phase is None
+                     else by_phase[first:last, phase]).astype(np.float64)
         if not len(rows) or self.sprite_miss_probability >= 1.0:
             return int(np.argmax(log_prior))
         predicted = self._book.sprite_appearances[first:last, rows - top, cols - left]  # (K, m)

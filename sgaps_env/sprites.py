@@ -8,7 +8,10 @@ foreground metric and the RAM-guided sampler import it.
 Offsets were measured on recorded 1-1 play against a level map memorised by camera x (pixels that
 differ from the map, relative to the RAM position): small Mario covers x in [px, px+16) and y in
 [py+17, py+33), big Mario y in [py+1, py+33); a Goomba x in [ex, ex+17), y in [ey+9, ey+25); a
-Koopa y from ey+2. The boxes below add a pixel or two of margin.
+Koopa y from ey+2. The boxes below add a pixel or two of margin. A fire bar's RAM position is its pivot
+block; its balls, up to 44 px from the pivot's centre (92 for the long bar), turn with the spin step the
+state gives, so its box is the square they sweep. The power-up object (RAM object slot 5) is boxed like
+an enemy.
 """
 from __future__ import annotations
 
@@ -30,6 +33,22 @@ AREA_TYPES = 4
 ENEMY_TYPES = 64
 POSE_COUNT = PLAYER_POSES + AREA_TYPES * ENEMY_TYPES
 
+#: Enemy object types that are fire bars (0x1B-0x1E spin six balls around their pivot block, 0x1F twelve).
+FIREBAR_TYPES = range(0x1B, 0x20)
+LONG_FIREBAR = 0x1F
+#: A fire bar's spin steps (the state's ``enemy{slot}_y_speed``: the bar's angle in 32 steps).
+FIREBAR_SPINS = 32
+#: How far a fire bar's balls reach from the centre of its pivot (the RAM position + 4 px): six 8-px balls
+#: end 44 px out, twelve 92 px.
+FIREBAR_REACH = {False: 48, True: 96}
+#: The power-up object (RAM object slot 5) is drawn with poses of its own among the enemy types' (object ids
+#: 0x3C-0x3F are not enemy types the game uses): this id plus the power-up type (0 mushroom, 1 fire flower,
+#: 2 star, 3 1-up).
+POWERUP_POSE_TYPE = 0x3C
+
+#: Animation phases of the frame counter (:func:`animation_phase`).
+ANIMATION_PHASES = 8
+
 #: The window (relative to an object's RAM position) that a sprite template covers: x from -4, y from -4.
 TEMPLATE_OFFSET = (-4, -4)
 TEMPLATE_SIZE = (40, 24)  # (height, width)
@@ -37,9 +56,10 @@ TEMPLATE_SIZE = (40, 24)  # (height, width)
 
 @dataclass(frozen=True)
 class SpriteBox:
-    """One on-screen object: ``kind`` is ``"player"`` or ``"enemy"``; the box is ``[x0, x1) x [y0, y1)``
-    in screen pixels (not clipped to the frame); ``(x, y)`` is the RAM position; ``pose`` indexes the
-    learned sprite templates."""
+    """One on-screen object: ``kind`` is ``"player"``, ``"enemy"``, ``"firebar"`` or ``"powerup"``; the box is
+    ``[x0, x1) x [y0, y1)`` in screen pixels (not clipped to the frame); ``(x, y)`` is the RAM position;
+    ``pose`` indexes the learned sprite templates. A fire bar's box holds every angle of its balls, and
+    ``spin`` is its spin step 0-31 (-1 for other objects, or when the state lacks it)."""
 
     kind: str
     slot: int
@@ -50,6 +70,7 @@ class SpriteBox:
     x1: int
     y1: int
     pose: int
+    spin: int = -1
 
 
 def _valid(state_mask: np.ndarray, name: str) -> bool:
@@ -88,6 +109,15 @@ def camera_x(state: np.ndarray) -> int:
 AREA_TYPE_NAMES = ("water", "ground", "underground", "castle")
 
 
+def animation_phase(state: np.ndarray, state_mask: np.ndarray) -> int:
+    """Bits 2-4 of the frame counter (the state's ``frame_phase``), 0-7, or 0 when the state lacks it: SMB's
+    enemies step through their walking frames on the frame counter, so which appearance a sprite shows depends
+    on it. (Bits 2-4 beat bits 3-4, 2-5 and all five on worlds 1-4 recordings no codebook was counted from.)"""
+    if state_mask[STATE_INDEX["frame_phase"]] <= 0:
+        return 0
+    return (field_int(state, "frame_phase") >> 2) % ANIMATION_PHASES
+
+
 def area_type(state: np.ndarray) -> int:
     """The area type 0-3 (an index of :data:`AREA_TYPE_NAMES`)."""
     return min(AREA_TYPES - 1, max(0, field_int(state, "area_type")))
@@ -118,7 +148,7 @@ def key_stage(key: str) -> str:
 
 
 def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
-    """The player (when on screen) and every active enemy slot, as :class:`SpriteBox` es."""
+    """The player (when on screen), every active enemy slot and the power-up, as :class:`SpriteBox` es."""
     boxes = []
     if _valid(state_mask, "player_screen_x") and field_int(state, "player_y_viewport") == 1:
         x = field_int(state, "player_screen_x")
@@ -138,9 +168,28 @@ def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
         if x <= -24 or x >= FRAME_WIDTH + 8:
             continue
         kind = min(ENEMY_TYPES - 1, max(0, field_int(state, f"enemy{slot}_type")))
-        boxes.append(SpriteBox("enemy", slot, x, y, x - 1, y, x + 18, y + 26,
-                               PLAYER_POSES + palette * ENEMY_TYPES + kind))
+        pose = PLAYER_POSES + palette * ENEMY_TYPES + kind
+        if kind in FIREBAR_TYPES:
+            reach = FIREBAR_REACH[kind == LONG_FIREBAR]
+            spin = field_int(state, f"enemy{slot}_y_speed") if _valid(state_mask, f"enemy{slot}_y_speed") else -1
+            boxes.append(SpriteBox("firebar", slot, x, y, x + 4 - reach, y + 4 - reach, x + 4 + reach, y + 4 + reach,
+                                   pose, spin if 0 <= spin < FIREBAR_SPINS else -1))
+        else:
+            boxes.append(SpriteBox("enemy", slot, x, y, x - 1, y, x + 18, y + 26, pose))
+    if _valid(state_mask, "powerup_screen_x"):
+        x, y = field_int(state, "powerup_screen_x"), field_int(state, "powerup_screen_y")
+        if -24 < x < FRAME_WIDTH + 8:
+            kind = POWERUP_POSE_TYPE + min(3, max(0, field_int(state, "powerup_type")))
+            boxes.append(SpriteBox("powerup", ENEMY_SLOTS, x, y, x - 1, y, x + 18, y + 26,
+                                   PLAYER_POSES + palette * ENEMY_TYPES + kind))
     return boxes
+
+
+def lingering_boxes(boxes: list[SpriteBox]) -> list[SpriteBox]:
+    """The boxes of ``boxes`` that may hide the same level pixels frame after frame: all but fire bars, whose
+    balls sweep a disc and cover any one pixel of it only briefly. Votes for a level pixel's most frequent
+    colour (the atlas, a session's background) leave these out and keep the fire bars' discs."""
+    return [box for box in boxes if box.kind != "firebar"]
 
 
 def box_mask(boxes: list[SpriteBox], height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH,

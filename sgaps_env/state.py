@@ -122,7 +122,24 @@ STATE_FIELDS: tuple[StateField, ...] = (
     _field("area_type", 0x074E, 3, "area type (0 water, 1 ground, 2 underground, 3 castle; sets the palettes) / 3"),
     _field("color_rotation", 0x06D4, 8, "palette rotation step 0-5 (the blinking of ?-blocks and coins; "
            "advances every 8 frames) / 8"),
+    # appended after the first 44 (a checkpoint of that time reads only those: see models.spt.SPTConfig.state_fields)
+    *[_field(f"enemy{slot}_y_speed", 0x00A0 + slot, 8,
+             f"enemy slot {slot} vertical speed, signed, / 8; a fire bar (types 0x1B-0x1F) keeps its spin step "
+             "here instead: 0-31, the bar's angle in 32 steps around its pivot", signed=True,
+             active_flag=0x000F + slot) for slot in range(ENEMY_SLOTS)],
+    _field("powerup_active", 0x0014, 1, "the power-up object (mushroom, flower, star, 1-up) is out (0 or 1)",
+           byte_max=1),
+    _field("powerup_type", 0x0039, 4, "power-up type (0 mushroom, 1 fire flower, 2 star, 3 1-up mushroom) / 4",
+           byte_max=3, active_flag=0x0014),
+    _field("powerup_screen_x", (0x0073, 0x008C, 0x071A, 0x071C), 256,
+           "power-up x relative to the screen's left edge in pixels (level x - camera x) / 256",
+           weights=(256, 1, -256, -1), active_flag=0x0014),
+    _field("powerup_screen_y", 0x00D4, 256, "power-up y on screen in pixels / 256", active_flag=0x0014),
 )
+
+#: How many fields the state vector had before the fire-bar spin and power-up fields were appended: what
+#: recordings and checkpoints of that time hold (the entries after them are padding there).
+LEGACY_STATE_FIELDS = 44
 
 #: Field name -> index in the state vector.
 STATE_INDEX: dict[str, int] = {field.name: index for index, field in enumerate(STATE_FIELDS)}

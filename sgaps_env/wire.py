@@ -30,7 +30,7 @@ message               tag  fields (key)                          encoding
                            channels (c), max_state_dim (d),      255)``, row by row (channels interleaved) in
                            state (s), timestamp_ms (m),          sample order, not delta coded (see below);
                            sentinel (e)                          ``c``: 1 or 3; ``d``: D (1 byte up to 127);
-                                                                 ``s``: a list of the 44 real fields, each the
+                                                                 ``s``: a list of the real fields (53), each the
                                                                  exact int ``round(value * field.scale)``, nil
                                                                  when masked (a float in the rare case no int
                                                                  reproduces the float32 bit for bit); padding
@@ -64,14 +64,16 @@ Byte budget
 -----------
 The point of SGAPS is to send a few hundred pixels instead of a frame
 (240 * 256 * 3 = 184,320 bytes raw). The targets are ``FrameData`` <= 600 bytes
-at 500 gray samples with the 44-field state (about 9 KB/s, 72 kbit/s, at the
+at 500 gray samples with the state (about 9 KB/s, 72 kbit/s, at the
 environment's 15 frames per second) and a described ``UVCoordinates`` <= 128
 bytes, so that the return path is negligible. Measured on the 100 real 1-1
 frames of ``tests/test_wire.py`` (500 random samples, wall-clock timestamp):
 
 * values: the NES draws every frame from a few palettes, so 500 gray bytes
   deflate to 146 bytes on average (max 164); 500 rgb to 228 (max 261);
-* state: 44 ints, most of them 1 byte in msgpack, about 51 bytes after zlib;
+* state: 44 ints, most of them 1 byte in msgpack, about 51 bytes after zlib
+  (measured before the 9 fields appended on 2026-12-02, which add 9 bytes at
+  most before zlib: masked fields are 1-byte nils);
 * framing: keys, tag, msgpack headers, the 9-byte timestamp and zlib's 6
   bytes of header and checksum, about 40 bytes.
 

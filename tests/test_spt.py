@@ -338,3 +338,31 @@ def test_memory_holds_back_a_one_off_contradiction_until_it_is_confirmed(run_1_1
     eager.update(rows, cols, pixels[:, 2:], state, mask)
     eager.update(r, c, wrong, state, mask)
     assert not np.allclose(eager.view(state)[0][r, c], canvas[r, c])
+
+
+def test_a_checkpoint_of_the_first_44_state_fields_does_not_read_the_fields_appended_since(run_1_1):
+    from dataclasses import replace
+
+    from sgaps_env.state import LEGACY_STATE_FIELDS, STATE_FIELDS, STATE_INDEX
+
+    spt = SPTReconstructor()
+    assert spt.model.config.state_fields == LEGACY_STATE_FIELDS, "the shipped checkpoint predates them"
+    _, pixels, state, mask = run_1_1[20]
+    state, mask = state.copy(), mask.copy()
+    appended = slice(LEGACY_STATE_FIELDS, len(STATE_FIELDS))
+    changed, changed_mask = state.copy(), mask.copy()
+    changed[appended], changed_mask[appended] = 0.25, 1.0
+    inputs = {name: torch.as_tensor(value)[None] for name, value in
+              (("state", state), ("state_mask", mask))}
+    other = {name: torch.as_tensor(value)[None] for name, value in
+             (("state", changed), ("state_mask", changed_mask))}
+    with torch.no_grad():
+        torch.testing.assert_close(spt.model.embed_state(inputs), spt.model.embed_state(other))
+        reading_all = SparsePixelTransformer(replace(spt.model.config, state_fields=len(STATE_FIELDS)))
+        assert not torch.allclose(reading_all.embed_state(inputs), reading_all.embed_state(other))
+    state[STATE_INDEX["powerup_active"]] = mask[STATE_INDEX["powerup_active"]] = 1.0  # a power-up on screen
+    for name, value in (("powerup_type", 0.0), ("powerup_screen_x", 100 / 256), ("powerup_screen_y", 120 / 256)):
+        state[STATE_INDEX[name]], mask[STATE_INDEX[name]] = value, 1.0
+    assert any(box.kind == "powerup" for box in sprite_boxes(state, mask))
+    assert spt.inputs(pixels, state, mask)["sprite_valid"].sum() == len(sprite_boxes(state, mask)) - 1, \
+        "its sprite layer has no template for the power-up either"

@@ -121,7 +121,8 @@ def test_a_broken_codebook_file_is_refused_with_the_reason(tmp_path):
     arrays = {name: getattr(codebook, name) for name in ("blocks", "block_log_prior", "tiles", "tile_log_prior",
                                                          "shapes", "shape_log_prior", "hud_tiles", "hud_keys",
                                                          "hud_log_prior", "hud_digit_slot", "sprite_appearances",
-                                                         "sprite_poses", "sprite_log_prior")}
+                                                         "sprite_poses", "sprite_log_prior", "sprite_phase_log_prior",
+                                                         "firebar_keys", "firebar_log_prior", "firebar_pixels")}
     np.savez(tmp_path / "partial.npz", metadata=np.array("{}"), **{k: v for k, v in arrays.items() if k != "tiles"})
     with pytest.raises(ValueError, match="expected"):
         load_codebook(tmp_path / "partial.npz")
@@ -134,6 +135,11 @@ def test_a_broken_codebook_file_is_refused_with_the_reason(tmp_path):
     np.savez(tmp_path / "wrong.npz", metadata=np.array("{}"), **wrong)
     with pytest.raises(ValueError, match="differ in length"):
         load_codebook(tmp_path / "wrong.npz")
+    far = dict(arrays, firebar_pixels=arrays["firebar_pixels"].copy())
+    far["firebar_pixels"][0, 1] = 10 ** 6  # an offset that would draw a million rows away
+    np.savez(tmp_path / "far.npz", metadata=np.array("{}"), **far)
+    with pytest.raises(ValueError, match="offsets inside a frame"):
+        load_codebook(tmp_path / "far.npz")
 
 
 def test_an_atlas_of_a_known_level_is_used_saved_and_checked(sessions, tmp_path):
@@ -280,7 +286,7 @@ def test_a_sprite_is_counted_as_its_exact_appearance_and_drawn_as_the_one_its_sa
     step = next(t for t in range(20, len(frames)) if [b.kind for b in sprite_boxes(states[t], masks[t])] == ["player"])
     counter = SpriteAppearances()
     counter.add(codes[step], states[step], masks[step], backgrounds)
-    appearances, poses, _ = counter.appearances(min_sightings=1)
+    appearances, poses, _, _ = counter.appearances(min_sightings=1)
     (box,) = sprite_boxes(states[step], masks[step])
     ((pose, top, left),) = template_windows([box])
     assert poses.tolist() == [pose]
@@ -295,7 +301,7 @@ def test_a_sprite_is_counted_as_its_exact_appearance_and_drawn_as_the_one_its_sa
     codebook, _ = load_codebook(DEFAULT_CODEBOOK)
     book = replace(codebook, sprite_appearances=np.stack([mirrored, appearances[0]]),
                    sprite_poses=np.array([pose, pose], np.int32),
-                   sprite_log_prior=np.log(np.array([0.9, 0.1], np.float32)))
+                   sprite_log_prior=np.log(np.array([0.9, 0.1], np.float32)), sprite_phase_log_prior=None)
     rows, cols = np.nonzero(mario)
     sampled = (rows + cols) % 2 == 0  # every other pixel of Mario is sampled, the others must be drawn
     pixels = extract_pixels(frames[step], pixel_to_uv(rows[sampled] + top, cols[sampled] + left), "rgb")
@@ -311,6 +317,15 @@ def test_a_sprite_is_counted_as_its_exact_appearance_and_drawn_as_the_one_its_sa
     np.testing.assert_allclose(drawn(), truth_values, atol=1e-6)
     ignoring = drawn(sprite_miss_probability=1.0)
     assert (np.abs(ignoring - truth_values).sum(axis=1) > 1e-3)[differs].all(), "without its samples: the frequent one"
+
+    # the frame counter's animation phase: the one seen at this phase, though rarer overall
+    from sgaps_env.sprites import ANIMATION_PHASES, animation_phase
+
+    phase = animation_phase(states[step], masks[step])
+    by_phase = np.tile(np.log(np.array([[0.9], [0.1]], np.float32)), (1, ANIMATION_PHASES))
+    by_phase[:, phase] = np.log([0.2, 0.8])
+    book = replace(book, sprite_phase_log_prior=by_phase)
+    np.testing.assert_allclose(drawn(sprite_miss_probability=1.0), truth_values, atol=1e-6)
 
 
 def test_the_status_bar_prefers_the_colours_its_area_shows_over_a_few_stray_samples():
@@ -340,3 +355,104 @@ def test_the_atlas_holds_an_area_first_seen_far_into_it_and_skips_a_rewinding_ca
     rewinding = states.copy()
     rewinding[:, camera] = (0xFF * 256 + 160) / STATE_SCALE["camera_x"]  # 4-4's maze: page 0xFF
     assert len(StagePriors.build([(frames, palette, rewinding, masks)], progress=False)) == 0
+
+
+@pytest.fixture(scope="module")
+def castle(tmp_path_factory):
+    """3-4 followed along its shipped demonstration to its first fire bar, which the state gives a spin step."""
+    import tyro
+
+    from agents import collect
+
+    path = tmp_path_factory.mktemp("castle") / "castle.h5"
+    collect.main(tyro.cli(collect.Args, args=[
+        "--output", str(path), "--no-progress", "--workers", "1", "--player", "demonstration", "--buttons", "complex",
+        "--player-option", "follow_probability=1.0", "--stages", "3-4", "--episodes", "1", "--max-steps", "40",
+        "--store-frames", "--seed", "4"]))
+    (session,) = list_sessions([path], None)
+    return session
+
+
+def _firebar_in_view(session):
+    """The first step whose fire bar's whole square is on screen, and that bar's box."""
+    from models.tile_reconstructor import firebar_window
+    from sgaps_env.sprites import sprite_boxes
+
+    states, masks = session.states()
+    for step in range(len(states)):
+        for box in sprite_boxes(states[step], masks[step]):
+            row, col, reach = firebar_window(box) if box.kind == "firebar" else (0, 0, 999)
+            if box.spin >= 0 and row - reach >= HUD_ROWS and row + reach <= 240 and 0 <= col - reach \
+                    and col + reach <= 256:
+                return step, box
+    raise AssertionError("no fire bar in full view: record more steps of 3-4")
+
+
+def test_a_fire_bar_is_counted_by_spin_step_and_drawn_as_the_appearance_its_samples_pick(castle):
+    from models.tile_reconstructor import FirebarAppearances, firebar_key, firebar_window, session_backgrounds
+
+    frames, (states, masks) = castle.frames(), castle.states()
+    codes = colour_codes(frames)
+    backgrounds = session_backgrounds(codes, states, masks)
+    step, box = _firebar_in_view(castle)
+    counter = FirebarAppearances()
+    counter.add(codes[step], states[step], masks[step], backgrounds)
+    keys, _, pixels = counter.appearances(min_sightings=1)
+    assert keys.tolist() == [firebar_key(states[step], box)]
+    row, col, reach = firebar_window(box)
+    rows, cols = pixels[:, 1] + row, pixels[:, 2] + col
+    np.testing.assert_array_equal(pixels[:, 3], codes[step, rows, cols], "the frame's own pixels")
+    assert 100 < len(pixels) < 600, "six balls, not the square's background"
+    assert np.hypot(pixels[:, 1], pixels[:, 2]).max() > 30, "the balls far from the pivot are in it"
+
+    # two appearances of its spin step: the bar half a turn round (the more frequent) and as it is
+    turned = pixels.copy()
+    turned[:, 0], turned[:, 1:3] = 0, -pixels[:, 1:3]
+    shown = pixels.copy()
+    shown[:, 0] = 1
+    codebook, _ = load_codebook(DEFAULT_CODEBOOK)
+    book = replace(codebook, firebar_keys=np.array([keys[0], keys[0]], np.int32),
+                   firebar_log_prior=np.log(np.array([0.9, 0.1], np.float32)),
+                   firebar_pixels=np.concatenate([turned, shown]))
+    sampled = np.arange(len(pixels)) % 4 == 0  # a quarter of the balls' pixels are sampled, the rest must be drawn
+    samples = extract_pixels(frames[step], pixel_to_uv(rows[sampled], cols[sampled]), "rgb")
+    truth = frame_values(frames[step], "rgb")[rows[~sampled], cols[~sampled]]
+
+    def drawn(**options):
+        reconstructor = TileReconstructor(book, **options)
+        output = reconstructor.reconstruct(samples, states[step], masks[step])
+        known = sum(int((grid.known >= 0).sum()) for grid in reconstructor._pages.values())
+        return output[rows[~sampled], cols[~sampled]], known
+
+    output, known = drawn()
+    np.testing.assert_allclose(output, truth, atol=1e-6)
+    assert known == 0, "samples of the balls never enter the level's memory as background"
+    ignoring, _ = drawn(sprite_miss_probability=1.0)
+    assert np.abs(ignoring - truth).sum(axis=1).mean() > 0.1, "without its samples: the frequent one"
+
+
+def test_the_state_boxes_the_power_up_where_its_mushroom_is_drawn(tmp_path):
+    """1-2 along its demonstration: the first ?-block gives a mushroom, which the state now places."""
+    import tyro
+
+    from agents import collect
+    from models.tile_reconstructor import SpriteAppearances, session_backgrounds
+    from sgaps_env.sprites import sprite_boxes
+
+    path = tmp_path / "mushroom.h5"
+    collect.main(tyro.cli(collect.Args, args=[
+        "--output", str(path), "--no-progress", "--workers", "1", "--player", "demonstration", "--buttons", "complex",
+        "--player-option", "follow_probability=1.0", "--stages", "1-2", "--episodes", "1", "--max-steps", "45",
+        "--store-frames", "--seed", "777"]))
+    (session,) = list_sessions([path], None)
+    frames, (states, masks) = session.frames(), session.states()
+    codes = colour_codes(frames)
+    backgrounds = session_backgrounds(codes, states, masks)
+    out = [t for t in range(len(frames)) if any(b.kind == "powerup" for b in sprite_boxes(states[t], masks[t]))]
+    assert len(out) >= 5, "the mushroom is out for the last steps"
+    counter = SpriteAppearances()
+    for t in out:
+        counter.add(codes[t], states[t], masks[t], backgrounds)
+    (box,) = [b for b in sprite_boxes(states[out[-1]], masks[out[-1]]) if b.kind == "powerup"]
+    mushroom = [np.frombuffer(key, np.int32) for key in counter.counts[box.pose]]
+    assert max(int((appearance >= 0).sum()) for appearance in mushroom) > 150, "a whole 16x16 mushroom in its box"

@@ -138,8 +138,8 @@ def test_frame_data_defaults_and_custom_sentinel(gray_frames):
 
 def test_frame_data_other_max_state_dim_and_non_grid_state_values():
     values = np.linspace(0, 1, 12, dtype=np.float32).reshape(4, 3)
-    state = np.full(50, DEFAULT_SENTINEL, dtype=np.float32)
-    mask = np.zeros(50, dtype=np.float32)
+    state = np.full(60, DEFAULT_SENTINEL, dtype=np.float32)
+    mask = np.zeros(60, dtype=np.float32)
     state[:FIELDS] = np.arange(FIELDS) / 7
     mask[:FIELDS] = 1
     state[3] = np.float32(0.123456)  # not int / scale: travels as a float, still exact
@@ -147,7 +147,7 @@ def test_frame_data_other_max_state_dim_and_non_grid_state_values():
     mask[STATE_INDEX["enemy2_type"]] = 0
     message = FrameData(9, values, state, mask, timestamp_ms=12)
     decoded = decode(message.encode())
-    assert decoded == message and decoded.max_state_dim == 50
+    assert decoded == message and decoded.max_state_dim == 60
     expected = state.copy()
     expected[STATE_INDEX["enemy2_type"]] = DEFAULT_SENTINEL
     assert decoded.state.tobytes() == expected.tobytes()
@@ -297,7 +297,7 @@ def test_small_messages_round_trip():
         SessionStart("smb1/spt-small", 240, 256, 64, "rgb"),
         SessionStart("k"),
         SessionStartAck("session-0001", True, 500, 64, 15, "spt-small-smb1"),
-        SessionStartAck("", False, 1, 44, 59.94, ""),
+        SessionStartAck("", False, 1, 53, 59.94, ""),
         Heartbeat(TIMESTAMP_MS),
         HeartbeatAck(TIMESTAMP_MS, TIMESTAMP_MS + 3),
         ErrorMessage(404, "unknown checkpoint_key 'x'"),
