@@ -50,11 +50,10 @@ from models.memory import StagePriors
 from models.npz_files import read_npz, write_npz
 from models.tile_vocabulary import TILE, TILE_COLOURS, canonical_shapes, code_values, colour_codes
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, uv_to_pixel
-from sgaps_env.sprites import (ANIMATION_PHASES, AREA_TYPES, ENEMY_TYPES, FIREBAR_SPINS, HUD_DIGIT_SLOTS, HUD_ROWS, LONG_FIREBAR,
-                               PLAYER_POSES, POSE_COUNT,
-                               ROTATION_COLOURS, ROTATION_PHASES, TEMPLATE_SIZE, SpriteBox, area_key, area_type,
-                               animation_phase, box_mask, camera_x, hud_digits, lingering_boxes, rotation_phase, sprite_boxes,
-                               template_windows)
+from sgaps_env.sprites import (ANIMATION_PHASES, AREA_TYPES, ENEMY_TYPES, FIREBAR_SPINS, HUD_DIGIT_SLOTS, HUD_ROWS,
+                               LONG_FIREBAR, PLAYER_POSES, POSE_COUNT, ROTATION_COLOURS, ROTATION_PHASES, TEMPLATE_SIZE,
+                               SpriteBox, animation_phase, area_key, area_type, box_mask, camera_x, hud_digits,
+                               lingering_boxes, rotation_phase, sprite_boxes, template_windows)
 from sgaps_env.state import STATE_INDEX, field_int
 from sgaps_env.worlds import check_training_states
 
@@ -440,6 +439,17 @@ def session_backgrounds(codes: np.ndarray, states: np.ndarray, masks: np.ndarray
     return backgrounds
 
 
+def _background_behind(background: np.ndarray, camera: int, top: int, left: int, height: int,
+                       width: int) -> np.ndarray | None:
+    """The session background (:func:`session_backgrounds`, one level area's) behind the screen window at ``(top,
+    left)`` of ``height x width``, or None when the window reaches past the level's part of the screen or over
+    background never seen: a window whose every pixel can be told from the background."""
+    if top < HUD_ROWS or left < 0 or top + height > FRAME_HEIGHT or left + width > FRAME_WIDTH:
+        return None
+    behind = background[top - HUD_ROWS:top - HUD_ROWS + height, camera + left:camera + left + width]
+    return behind if behind.shape == (height, width) and (behind >= 0).all() else None
+
+
 class SpriteAppearances:
     """Counts, per sprite pose, the exact appearances frames of worlds 1-4 show: the template window's pixels
     inside the object's RAM box that differ from the session's background there (:func:`session_backgrounds`),
@@ -459,11 +469,8 @@ class SpriteAppearances:
         rows, cols = np.mgrid[0:height, 0:width]
         boxes = sprite_boxes(state, mask)
         for box, (pose, top, left) in zip(boxes, template_windows(boxes)):
-            if box.kind == "firebar" or top < HUD_ROWS or left < 0 or top + height > FRAME_HEIGHT \
-                    or left + width > FRAME_WIDTH:  # fire bars: FirebarAppearances
-                continue
-            behind = background[top - HUD_ROWS:top - HUD_ROWS + height, camera + left:camera + left + width]
-            if behind.shape != (height, width) or (behind < 0).any():
+            behind = _background_behind(background, camera, top, left, height, width)
+            if box.kind == "firebar" or behind is None:  # fire bars: FirebarAppearances
                 continue
             window = codes[top:top + height, left:left + width]
             inside = (rows + top >= box.y0) & (rows + top < box.y1) & (cols + left >= box.x0) & (cols + left < box.x1)
@@ -500,6 +507,8 @@ class SpriteAppearances:
 
 #: :func:`firebar_key` s: per area type, short and long bars, each spin step.
 FIREBAR_KEYS = AREA_TYPES * 2 * FIREBAR_SPINS
+#: Range of a fire-bar pixel's row or column offset in the reconstructor's sorted index of appearance pixels.
+_FIREBAR_SPAN = 2 * max(FRAME_HEIGHT, FRAME_WIDTH)
 
 
 def firebar_key(state: np.ndarray, box: SpriteBox, spin: int | None = None) -> int:
@@ -539,10 +548,8 @@ class FirebarAppearances:
                 continue
             row, col, reach = firebar_window(box)
             top, left, size = row - reach, col - reach, 2 * reach
-            if top < HUD_ROWS or left < 0 or top + size > FRAME_HEIGHT or left + size > FRAME_WIDTH:
-                continue
-            behind = background[top - HUD_ROWS:top - HUD_ROWS + size, camera + left:camera + left + size]
-            if behind.shape != (size, size) or (behind < 0).any():
+            behind = _background_behind(background, camera, top, left, size, size)
+            if behind is None:
                 continue
             window = codes[top:top + size, left:left + size]
             others = box_mask([other for other in boxes if other is not box], margin=SPRITE_MARGIN)
@@ -1259,9 +1266,8 @@ class TileReconstructor:
                 prepared["_firebar_starts"] = np.searchsorted(pixels[:, 0], np.arange(len(book.firebar_keys) + 1))
                 prepared["_firebar_values"] = code_values(pixels[:, 3], channels)
                 # one sorted index over every appearance's pixels: (appearance, dy, dx) -> position
-                span = 2 * max(FRAME_HEIGHT, FRAME_WIDTH)
-                prepared["_firebar_index"] = (pixels[:, 0].astype(np.int64) * span + pixels[:, 1] + span // 2) * span \
-                    + pixels[:, 2] + span // 2
+                prepared["_firebar_index"] = (pixels[:, 0].astype(np.int64) * _FIREBAR_SPAN + pixels[:, 1]
+                                              + _FIREBAR_SPAN // 2) * _FIREBAR_SPAN + pixels[:, 2] + _FIREBAR_SPAN // 2
             self._prepared_by_channels[channels] = prepared
         return self._prepared_by_channels[channels]
 
@@ -1279,8 +1285,8 @@ class TileReconstructor:
         codes = colour_codes(values)
         camera, key = max(0, camera_x(state)), area_key(state)
         boxes = sprite_boxes(state, state_mask)
-        firebars = self._firebar_options(boxes, state)
-        sprites = box_mask(lingering_boxes(boxes), margin=SPRITE_MARGIN) | self._firebar_cover(firebars)
+        firebars, others = self._firebar_options(boxes, state), lingering_boxes(boxes)
+        sprites = box_mask(others, margin=SPRITE_MARGIN) | self._firebar_cover(firebars)
         static = ~sprites[rows, cols]
         hud = static & (rows < HUD_ROWS)
         if key != self._hud_area:  # the status bar's background colour belongs to the area (sky, black)
@@ -1308,7 +1314,7 @@ class TileReconstructor:
         if np.isnan(image).any():  # nothing decoded at all yet
             image[np.isnan(image[..., 0])] = values.mean(axis=0)
         self._draw_firebars(image, firebars, rows, cols, codes)
-        self._draw_sprites(image, lingering_boxes(boxes), rows, cols, codes, animation_phase(state, state_mask))
+        self._draw_sprites(image, others, rows, cols, codes, animation_phase(state, state_mask))
         image[rows, cols] = values
         return image
 
@@ -1337,18 +1343,25 @@ class TileReconstructor:
             if first == last:
                 cover |= box_mask([box])
                 continue
-            pixels = self._book.firebar_pixels[self._firebar_starts[first]:self._firebar_starts[last]]
-            row, col, _ = firebar_window(box)
-            rr, cc = pixels[:, 1] + row, pixels[:, 2] + col
-            inside = (rr >= 0) & (rr < FRAME_HEIGHT) & (cc >= 0) & (cc < FRAME_WIDTH)
-            cover[rr[inside], cc[inside]] = True
+            rr, cc, _ = self._firebar_on_screen(box, first, last)
+            cover[rr, cc] = True
         return cover
+
+    def _firebar_on_screen(self, box: SpriteBox, first: int, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, cols, which)``: the screen pixels of fire-bar appearances ``first:last`` placed at ``box``'s pivot,
+        those on screen only; ``which`` selects them from the appearances' rows of ``firebar_pixels``."""
+        start, stop = self._firebar_starts[first], self._firebar_starts[last]
+        pixels = self._book.firebar_pixels[start:stop]
+        row, col, _ = firebar_window(box)
+        rr, cc = pixels[:, 1] + row, pixels[:, 2] + col
+        shown = np.flatnonzero((rr >= 0) & (rr < FRAME_HEIGHT) & (cc >= 0) & (cc < FRAME_WIDTH))
+        return rr[shown], cc[shown], start + shown
 
     def _draw_firebars(self, image: np.ndarray, firebars: list[tuple[SpriteBox, int, int]], rows: np.ndarray,
                        cols: np.ndarray, codes: np.ndarray) -> None:
         """Draw each fire bar as the appearance (of its spin step) that best explains this frame's samples in its
         square, as :meth:`_appearance` chooses a sprite's."""
-        span = 2 * max(FRAME_HEIGHT, FRAME_WIDTH)
+        span = _FIREBAR_SPAN
         for box, first, last in firebars:
             if first == last:
                 continue
@@ -1365,11 +1378,8 @@ class TileReconstructor:
                                      colour_codes(image[rows[inside], cols[inside]])[None])
                 misses = (predicted != codes[inside][None]).sum(axis=1)
                 chosen = first + int(np.argmax(log_prior + np.log(self.sprite_miss_probability) * misses))
-            start, stop = self._firebar_starts[chosen], self._firebar_starts[chosen + 1]
-            pixels = self._book.firebar_pixels[start:stop]
-            rr, cc = pixels[:, 1] + row, pixels[:, 2] + col
-            shown = (rr >= 0) & (rr < FRAME_HEIGHT) & (cc >= 0) & (cc < FRAME_WIDTH)
-            image[rr[shown], cc[shown]] = self._firebar_values[start:stop][shown]
+            rr, cc, which = self._firebar_on_screen(box, chosen, chosen + 1)
+            image[rr, cc] = self._firebar_values[which]
 
     def _draw_sprites(self, image: np.ndarray, boxes, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray,
                       phase: int = 0) -> None:

@@ -175,14 +175,18 @@ def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
             boxes.append(SpriteBox("firebar", slot, x, y, x + 4 - reach, y + 4 - reach, x + 4 + reach, y + 4 + reach,
                                    pose, spin if 0 <= spin < FIREBAR_SPINS else -1))
         else:
-            boxes.append(SpriteBox("enemy", slot, x, y, x - 1, y, x + 18, y + 26, pose))
+            boxes.append(_object_box("enemy", slot, x, y, pose))
     if _valid(state_mask, "powerup_screen_x"):
         x, y = field_int(state, "powerup_screen_x"), field_int(state, "powerup_screen_y")
         if -24 < x < FRAME_WIDTH + 8:
             kind = POWERUP_POSE_TYPE + min(3, max(0, field_int(state, "powerup_type")))
-            boxes.append(SpriteBox("powerup", ENEMY_SLOTS, x, y, x - 1, y, x + 18, y + 26,
-                                   PLAYER_POSES + palette * ENEMY_TYPES + kind))
+            boxes.append(_object_box("powerup", ENEMY_SLOTS, x, y, PLAYER_POSES + palette * ENEMY_TYPES + kind))
     return boxes
+
+
+def _object_box(kind: str, slot: int, x: int, y: int, pose: int) -> SpriteBox:
+    """The box of an enemy or the power-up at RAM position ``(x, y)``: x in [x-1, x+18), y in [y, y+26)."""
+    return SpriteBox(kind, slot, x, y, x - 1, y, x + 18, y + 26, pose)
 
 
 def lingering_boxes(boxes: list[SpriteBox]) -> list[SpriteBox]:

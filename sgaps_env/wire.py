@@ -72,8 +72,8 @@ frames of ``tests/test_wire.py`` (500 random samples, wall-clock timestamp):
 * values: the NES draws every frame from a few palettes, so 500 gray bytes
   deflate to 146 bytes on average (max 164); 500 rgb to 228 (max 261);
 * state: 44 ints, most of them 1 byte in msgpack, about 51 bytes after zlib
-  (measured before the 9 fields appended on 2026-12-02, which add 9 bytes at
-  most before zlib: masked fields are 1-byte nils);
+  (measured before the 9 fields appended on 2026-12-02; in play each takes
+  1 to 3 bytes in msgpack before zlib, a masked one a 1-byte nil);
 * framing: keys, tag, msgpack headers, the 9-byte timestamp and zlib's 6
   bytes of header and checksum, about 40 bytes.
 

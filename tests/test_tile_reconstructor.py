@@ -381,9 +381,10 @@ def _firebar_in_view(session):
     states, masks = session.states()
     for step in range(len(states)):
         for box in sprite_boxes(states[step], masks[step]):
-            row, col, reach = firebar_window(box) if box.kind == "firebar" else (0, 0, 999)
-            if box.spin >= 0 and row - reach >= HUD_ROWS and row + reach <= 240 and 0 <= col - reach \
-                    and col + reach <= 256:
+            if box.kind != "firebar" or box.spin < 0:
+                continue
+            row, col, reach = firebar_window(box)
+            if row - reach >= HUD_ROWS and row + reach <= 240 and 0 <= col - reach and col + reach <= 256:
                 return step, box
     raise AssertionError("no fire bar in full view: record more steps of 3-4")
 
