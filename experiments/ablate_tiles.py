@@ -16,6 +16,10 @@ each the full reconstructor with one part taken away:
 - ``no sprites``: the background shows through the sprites, only their samples drawn;
 - ``sprites without their samples``: every sprite drawn as its pose's most frequent appearance, instead of the
   appearance that best explains the samples in its window (``sprite_miss_probability = 1``);
+- ``sprites blind to the moving direction``: a sprite appearance's prior given the animation phase alone, not the
+  way the enemy moves (:func:`blind_to_direction`); ``sprites blind to phase and direction``: its prior
+  unconditioned;
+- ``fire bars not drawn``: the codebook without its fire-bar appearances;
 - ``no status digits``: the status bar's tiles are not keyed by the state's digits;
 - ``blind to the palette rotation``: the codebook's blinking pixels hold one fixed colour (the rotation's
   most frequent), as a codebook counted without following the rotation would;
@@ -40,7 +44,7 @@ from models.baselines import make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.tile_reconstructor import DEFAULT_CODEBOOK, ROTATING, TileReconstructor, load_codebook
 from models.tile_vocabulary import colour_codes
-from sgaps_env.sprites import ROTATION_COLOURS
+from sgaps_env.sprites import ANIMATION_PHASES, MOVING_DIRECTIONS, ROTATION_COLOURS
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.worlds import SPLIT_DESCRIPTION
 
@@ -69,6 +73,15 @@ class Args:
     """show progress bars"""
 
 
+def blind_to_direction(context_log_prior: np.ndarray) -> np.ndarray:
+    """``(A, APPEARANCE_CONTEXTS)`` log prior of appearances that ignores the moving direction: in each animation
+    phase, the mean over the two directions of the appearances' probabilities (a pose's sightings are about evenly
+    split between them), for every direction."""
+    probability = np.exp(context_log_prior).reshape(len(context_log_prior), MOVING_DIRECTIONS, ANIMATION_PHASES)
+    probability[:, 1:] = probability[:, 1:].mean(axis=1, keepdims=True)
+    return np.log(probability).reshape(context_log_prior.shape).astype(np.float32)
+
+
 def variants(codebook) -> dict:
     """The reconstructors compared, by name."""
     return {
@@ -79,7 +92,9 @@ def variants(codebook) -> dict:
         "tiles only": TileReconstructor(codebook, use_blocks=False),
         "no sprites": TileReconstructor(replace(codebook, sprite_appearances=None)),
         "sprites without their samples": TileReconstructor(codebook, sprite_miss_probability=1.0),
-        "sprites blind to the animation phase": TileReconstructor(replace(codebook, sprite_phase_log_prior=None)),
+        "sprites blind to the moving direction": TileReconstructor(replace(
+            codebook, sprite_context_log_prior=blind_to_direction(codebook.sprite_context_log_prior))),
+        "sprites blind to phase and direction": TileReconstructor(replace(codebook, sprite_context_log_prior=None)),
         "fire bars not drawn": TileReconstructor(replace(
             codebook, firebar_keys=None, firebar_log_prior=None, firebar_pixels=None)),
         "no status digits": TileReconstructor(replace(codebook, hud_digit_slot=np.full_like(codebook.hud_digit_slot, -1))),
@@ -105,8 +120,9 @@ def main(args: Args) -> dict:
     full = summary["full"]["psnr"]
     lines = [f"# What each part of the tile reconstructor buys ({args.budget} random RGB pixels)", "",
              f"Command: `python experiments/ablate_tiles.py {shlex.join(sys.argv[1:])}`", f"Split: {SPLIT_DESCRIPTION}",
-             f"Data: {', '.join(map(str, args.data))}, first {args.max_steps} steps of each session, every "
-             f"{args.score_every}th frame scored ({summary['full']['frames']} frames).", "",
+             f"Data: {', '.join(map(str, args.data))}, "
+             f"{'every step' if args.max_steps is None else f'the first {args.max_steps} steps'} of each session, "
+             f"one frame in {args.score_every} scored ({summary['full']['frames']} frames).", "",
              "| variant | PSNR (dB) | change | foreground PSNR (dB) | ms/frame |", "|---|---:|---:|---:|---:|"]
     for name, entry in summary.items():
         lines.append(f"| {name} | {entry['psnr']:.2f} | {entry['psnr'] - full:+.2f} | {entry['foreground_psnr']:.2f} | "

@@ -177,9 +177,17 @@ class StagePriors:
 
     @classmethod
     def build(cls, sessions: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], progress: bool = True,
-              total: int | None = None) -> "StagePriors":
+              total: int | None = None, first_sightings: int | None = None) -> "StagePriors":
         """Memorise levels from sessions given as ``(frame_indices (T, H, W) uint8, palette (P, 3) uint8 RGB,
-        state (T, D), state_mask (T, D))`` (the session file's own frame encoding)."""
+        state (T, D), state_mask (T, D))`` (the session file's own frame encoding).
+
+        ``first_sightings``: a session votes for a level pixel only the first that many times it shows it (outside
+        the sprite boxes), so the atlas holds the level as it starts (a ?-block before it is hit, a coin before it
+        is taken) rather than as the players left it; None for every frame."""
+        if first_sightings is not None and (isinstance(first_sightings, bool) or not isinstance(first_sightings, int)
+                                            or first_sightings < 1):
+            raise ValueError(f"first_sightings must be a whole number of at least 1 (or None for every frame), got "
+                             f"{first_sightings!r}")
         # key -> (H, W, colours * ROTATION_PHASES) uint16 votes; rows < HUD_ROWS hold the status bar
         votes: dict[str, np.ndarray] = {}
         # key -> (HUD_ROWS, W, digit slots, 10, colours) uint16 votes of the status bar given each digit's value
@@ -193,6 +201,7 @@ class StagePriors:
             keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
             global_ids = np.array([colours.setdefault(int(k), len(colours)) for k in keys], dtype=np.int64)
             ids = global_ids[frame_indices]
+            sightings: dict[str, np.ndarray] = {}  # level -> (H - HUD_ROWS, width) times this session showed a pixel
             for frame_ids, state, mask in zip(ids, states, masks):
                 if round(float(state[_GAME_MODE]) * 3) != 1:
                     continue
@@ -227,7 +236,19 @@ class StagePriors:
                 for digit_slot, value in enumerate(hud_digits(state) % 10):
                     digits[hud_r, hud_c, digit_slot, value, hud_ids] += 1
                 slot = frame_ids[r, c] * ROTATION_PHASES + phase
-                counts[r[~hud], world[~hud], slot[~hud]] += 1
+                body = ~hud
+                if first_sightings is not None:
+                    seen = sightings.get(level)
+                    if seen is None or seen.shape[1] < counts.shape[1]:
+                        grown = np.zeros((FRAME_HEIGHT - HUD_ROWS, counts.shape[1]), np.int32)
+                        if seen is not None:
+                            grown[:, :seen.shape[1]] = seen
+                        seen = sightings[level] = grown
+                    body_rows, body_cols = r[body] - HUD_ROWS, world[body]
+                    fresh = seen[body_rows, body_cols] < first_sightings
+                    seen[body_rows, body_cols] = np.minimum(seen[body_rows, body_cols] + 1, first_sightings)
+                    body[np.flatnonzero(body)[~fresh]] = False
+                counts[r[body], world[body], slot[body]] += 1
                 counts[r[hud], c[hud] + counts.shape[1] - FRAME_WIDTH, slot[hud]] += 1
         palette_all = np.zeros((max(len(colours), 1), 3), dtype=np.uint8)
         for key, i in colours.items():
@@ -244,7 +265,7 @@ class StagePriors:
 
     @classmethod
     def from_session_files(cls, paths, split: str | None = "train", max_steps_per_session: int | None = None,
-                           progress: bool = True) -> "StagePriors":
+                           progress: bool = True, first_sightings: int | None = None) -> "StagePriors":
         """Build from the frames of session files (only sessions in ``split``; see
         ``sgaps_env.session_file.split_of``). Sessions recorded without frames are left out. A session
         with frames of worlds 5-8 is a ValueError before anything is built (``sgaps_env.worlds``)."""
@@ -257,7 +278,7 @@ class StagePriors:
                 if session.has_frames:
                     yield (*session.frame_indices(rows), *session.states(rows))
 
-        return cls.build(encoded(), progress=progress, total=len(sessions))
+        return cls.build(encoded(), progress=progress, total=len(sessions), first_sightings=first_sightings)
 
 
 #: Largest level atlas file read (bytes).

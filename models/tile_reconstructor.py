@@ -50,10 +50,11 @@ from models.memory import StagePriors
 from models.npz_files import read_npz, write_npz
 from models.tile_vocabulary import TILE, TILE_COLOURS, canonical_shapes, code_values, colour_codes
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, frame_values, uv_to_pixel
-from sgaps_env.sprites import (ANIMATION_PHASES, AREA_TYPES, ENEMY_TYPES, FIREBAR_SPINS, HUD_DIGIT_SLOTS, HUD_ROWS,
-                               LONG_FIREBAR, PLAYER_POSES, POSE_COUNT, ROTATION_COLOURS, ROTATION_PHASES, TEMPLATE_SIZE,
-                               SpriteBox, animation_phase, area_key, area_type, box_mask, camera_x, hud_digits,
-                               lingering_boxes, rotation_phase, sprite_boxes, template_windows)
+from sgaps_env.sprites import (APPEARANCE_CONTEXTS, AREA_TYPES, ENEMY_TYPES, FIREBAR_PIVOT_BALL, FIREBAR_SPINS,
+                               HUD_DIGIT_SLOTS, HUD_ROWS, LONG_FIREBAR, PLAYER_POSES, POSE_COUNT, ROTATION_COLOURS,
+                               ROTATION_PHASES, TEMPLATE_SIZE, SpriteBox, appearance_context, area_key, area_type,
+                               box_mask, camera_x, hud_digits, lingering_boxes, rotation_phase, sprite_boxes,
+                               template_windows)
 from sgaps_env.state import STATE_INDEX, field_int
 from sgaps_env.worlds import check_training_states
 
@@ -161,9 +162,10 @@ class TileCodebook:
     of its share of its pose's sightings"""
     sprite_poses: np.ndarray | None = None
     sprite_log_prior: np.ndarray | None = None
-    sprite_phase_log_prior: np.ndarray | None = None
-    """``(A, ANIMATION_PHASES) float32``: the log of an appearance's share of its pose's sightings at each
-    :func:`sgaps_env.sprites.animation_phase` (smoothed towards ``sprite_log_prior``); None: that prior alone"""
+    sprite_context_log_prior: np.ndarray | None = None
+    """``(A, APPEARANCE_CONTEXTS) float32``: the log of an appearance's share of its pose's sightings in each
+    :func:`sgaps_env.sprites.appearance_context` (animation phase x moving direction; smoothed towards
+    ``sprite_log_prior``); None: that prior alone"""
     firebar_keys: np.ndarray | None = None
     """``(F,) int32`` sorted :func:`firebar_key` s of the exact fire-bar appearances, each with ``firebar_log_prior
     (F,)`` (the log of its share of its key's sightings) and its opaque pixels in ``firebar_pixels (P, 4) int32``:
@@ -186,7 +188,7 @@ class TileCodebook:
         """From counters of ``bytes`` keys: coloured blocks (256 int32 codes), coloured tiles (64 int32 codes)
         and shapes (64 uint8 ranks); what was seen fewer than ``min_count`` times is left out. ``hud`` is
         ``(hud_tiles, hud_keys, hud_log_prior, hud_digit_slot)``, ``sprites``
-        ``(sprite_appearances, sprite_poses, sprite_log_prior, sprite_phase_log_prior)``
+        ``(sprite_appearances, sprite_poses, sprite_log_prior, sprite_context_log_prior)``
         (:meth:`SpriteAppearances.appearances`),
         ``firebars`` ``(firebar_keys, firebar_log_prior, firebar_pixels)`` (:meth:`FirebarAppearances.appearances`)."""
         return cls(*cls._ranked(block_counts, np.int32, min_count), *cls._ranked(tile_counts, np.int32, min_count),
@@ -312,6 +314,7 @@ class CodebookCounter:
             boxes = sprite_boxes(state, mask)
             sprites = box_mask(boxes, margin=SPRITE_MARGIN)
             camera = max(0, camera_x(state))
+            codes, sprites = _behind_firebars(codes, sprites, boxes, backgrounds.get(area_key(state)), camera_x(state))
             phase = rotation_phase(state, mask)
             if phase is not None and area_key(state) in blinking:
                 body = codes[HUD_ROWS:HUD_ROWS + BLOCK_ROWS * BLOCK]
@@ -439,6 +442,26 @@ def session_backgrounds(codes: np.ndarray, states: np.ndarray, masks: np.ndarray
     return backgrounds
 
 
+def _behind_firebars(codes: np.ndarray, sprites: np.ndarray, boxes: list[SpriteBox], background: np.ndarray | None,
+                     camera: int) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's ``codes (H, W)`` and ``sprites (H, W) bool`` (where it is not background) with the fire bars' squares
+    shown as the session's background (:func:`session_backgrounds`) wherever that is known and no other sprite is:
+    the blocks a bar spins over, its pivot with the ball that never leaves it, are counted as the frames would show
+    them without its moving balls."""
+    squares = box_mask([box for box in boxes if box.kind == "firebar"])
+    if background is None or camera < 0 or not squares.any():
+        return codes, sprites
+    behind = np.full((FRAME_HEIGHT - HUD_ROWS, FRAME_WIDTH), -1, np.int32)
+    seen = background[:, camera:camera + FRAME_WIDTH]
+    behind[:, :seen.shape[1]] = seen
+    shown = squares[HUD_ROWS:] & (behind >= 0) & ~box_mask(lingering_boxes(boxes), margin=SPRITE_MARGIN)[HUD_ROWS:]
+    codes = codes.copy()
+    codes[HUD_ROWS:][shown] = behind[shown]
+    sprites = sprites.copy()
+    sprites[HUD_ROWS:][shown] = False
+    return codes, sprites
+
+
 def _background_behind(background: np.ndarray, camera: int, top: int, left: int, height: int,
                        width: int) -> np.ndarray | None:
     """The session background (:func:`session_backgrounds`, one level area's) behind the screen window at ``(top,
@@ -457,7 +480,7 @@ class SpriteAppearances:
 
     def __init__(self):
         self.counts: dict[int, Counter] = {}
-        self.phase_counts: dict[int, Counter] = {}  # per pose, (appearance, animation phase) -> sightings
+        self.context_counts: dict[int, Counter] = {}  # per pose, (appearance, appearance context) -> sightings
 
     def add(self, codes: np.ndarray, state: np.ndarray, mask: np.ndarray, backgrounds: dict[str, np.ndarray]) -> None:
         """Count the appearances of the sprites of one frame's ``codes (H, W)``."""
@@ -476,33 +499,34 @@ class SpriteAppearances:
             inside = (rows + top >= box.y0) & (rows + top < box.y1) & (cols + left >= box.x0) & (cols + left < box.x1)
             appearance = np.where(inside & (window != behind), window, -1).astype(np.int32).tobytes()
             self.counts.setdefault(pose, Counter())[appearance] += 1
-            self.phase_counts.setdefault(pose, Counter())[appearance, animation_phase(state, mask)] += 1
+            self.context_counts.setdefault(pose, Counter())[appearance, appearance_context(box, state, mask)] += 1
 
     def appearances(self, per_pose: int = SPRITE_APPEARANCES, min_sightings: int = SPRITE_MIN_SIGHTINGS,
-                    phase_smoothing: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(appearances (A, 40, 24) int32, poses (A,) int32, log_prior (A,) float32, phase_log_prior
-        (A, ANIMATION_PHASES) float32)``: each pose's ``per_pose`` most frequent appearances seen at least ``min_sightings`` times, by
-        pose; log_prior is the log of an appearance's share of the kept sightings of its pose, phase_log_prior
-        the same per animation phase, with ``phase_smoothing`` pseudo-sightings spread by log_prior."""
-        found, poses, priors, phase_priors = [], [], [], []
+                    context_smoothing: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(appearances (A, 40, 24) int32, poses (A,) int32, log_prior (A,) float32, context_log_prior
+        (A, APPEARANCE_CONTEXTS) float32)``: each pose's ``per_pose`` most frequent appearances seen at least
+        ``min_sightings`` times, by pose; log_prior is the log of an appearance's share of the kept sightings of its
+        pose, context_log_prior the same in each :func:`sgaps_env.sprites.appearance_context`, with
+        ``context_smoothing`` pseudo-sightings spread by log_prior."""
+        found, poses, priors, context_priors = [], [], [], []
         for pose in sorted(self.counts):
             kept = [(key, count) for key, count in self.counts[pose].most_common(per_pose) if count >= min_sightings]
             if not kept:
                 continue
             counts = np.array([count for _, count in kept], np.float64)
             share = counts / counts.sum()
-            by_phase = np.array([[self.phase_counts[pose][key, phase] for phase in range(ANIMATION_PHASES)]
-                                 for key, _ in kept], np.float64)  # (K, phases)
-            smoothed = by_phase + phase_smoothing * share[:, None]
+            by_context = np.array([[self.context_counts[pose][key, context] for context in range(APPEARANCE_CONTEXTS)]
+                                   for key, _ in kept], np.float64)  # (K, contexts)
+            smoothed = by_context + context_smoothing * share[:, None]
             found += [np.frombuffer(key, np.int32).reshape(TEMPLATE_SIZE) for key, _ in kept]
             poses += [pose] * len(kept)
             priors.append(np.log(share))
-            phase_priors.append(np.log(smoothed / smoothed.sum(axis=0, keepdims=True)))
+            context_priors.append(np.log(smoothed / smoothed.sum(axis=0, keepdims=True)))
         if not found:
             return (np.zeros((0, *TEMPLATE_SIZE), np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                    np.zeros((0, ANIMATION_PHASES), np.float32))
+                    np.zeros((0, APPEARANCE_CONTEXTS), np.float32))
         return (np.stack(found), np.array(poses, np.int32), np.concatenate(priors).astype(np.float32),
-                np.concatenate(phase_priors).astype(np.float32))
+                np.concatenate(context_priors).astype(np.float32))
 
 
 #: :func:`firebar_key` s: per area type, short and long bars, each spin step.
@@ -530,8 +554,9 @@ class FirebarAppearances:
     worlds 1-4 show in the square its balls can reach: the pixels there that differ from the session's background
     (:func:`session_backgrounds`), except those in other sprites' boxes. A fire bar's balls sweep a disc far larger
     than the sprite template window, and where they are is a function of the spin step, so its appearances are
-    kept by spin step, each as its opaque pixels. A square reaching past the level's part of the screen, or over
-    background never seen, is not counted."""
+    kept by spin step, each as its opaque pixels, with the whole 8x8 of the ball at the pivot (it never moves, so the
+    background shows it too, :data:`sgaps_env.sprites.FIREBAR_PIVOT_BALL`). A square reaching past the level's part
+    of the screen, or over background never seen, is not counted."""
 
     def __init__(self):
         self.counts: dict[int, Counter] = {}
@@ -553,7 +578,12 @@ class FirebarAppearances:
                 continue
             window = codes[top:top + size, left:left + size]
             others = box_mask([other for other in boxes if other is not box], margin=SPRITE_MARGIN)
-            own = (window != behind) & ~others[top:top + size, left:left + size]
+            # the pivot's ball never moves, so the background shows it too: all its pixels are the bar's
+            ball_top, ball_left, ball_height, ball_width = FIREBAR_PIVOT_BALL
+            pivot = np.zeros((size, size), bool)
+            pivot[box.y + ball_top - top:box.y + ball_top + ball_height - top,
+                  box.x + ball_left - left:box.x + ball_left + ball_width - left] = True
+            own = ((window != behind) | pivot) & ~others[top:top + size, left:left + size]
             dy, dx = np.nonzero(own)
             pixels = np.stack([dy - reach, dx - reach, window[dy, dx]], axis=1).astype(np.int32)
             self.counts.setdefault(firebar_key(state, box), Counter())[pixels.tobytes()] += 1
@@ -630,7 +660,7 @@ _CODEBOOK_ARRAYS: dict[str, tuple[np.dtype, tuple]] = {
     "hud_tiles": (np.int32, (None, TILE * TILE)), "hud_keys": (np.int32, (None,)),
     "hud_log_prior": (np.float32, (None,)), "hud_digit_slot": (np.int8, (HUD_TILES,)),
     "sprite_appearances": (np.int32, (None, *TEMPLATE_SIZE)), "sprite_poses": (np.int32, (None,)),
-    "sprite_log_prior": (np.float32, (None,)), "sprite_phase_log_prior": (np.float32, (None, ANIMATION_PHASES)),
+    "sprite_log_prior": (np.float32, (None,)), "sprite_context_log_prior": (np.float32, (None, APPEARANCE_CONTEXTS)),
     "firebar_keys": (np.int32, (None,)),
     "firebar_log_prior": (np.float32, (None,)), "firebar_pixels": (np.int32, (None, 4)),
 }
@@ -670,8 +700,8 @@ def load_codebook(path: str | Path = DEFAULT_CODEBOOK) -> tuple[TileCodebook, di
         if len(arrays[units]) != len(arrays[prior]) or len(arrays[units]) == 0:
             raise ValueError(f"{path}: {units} and {prior} differ in length (or are empty)")
     if not len(arrays["sprite_appearances"]) == len(arrays["sprite_poses"]) == len(arrays["sprite_log_prior"]) \
-            == len(arrays["sprite_phase_log_prior"]):
-        raise ValueError(f"{path}: sprite_appearances, sprite_poses, sprite_log_prior and sprite_phase_log_prior "
+            == len(arrays["sprite_context_log_prior"]):
+        raise ValueError(f"{path}: sprite_appearances, sprite_poses, sprite_log_prior and sprite_context_log_prior "
                          "differ in length")
     poses = arrays["sprite_poses"]
     if poses.size and (poses.min() < 0 or poses.max() >= POSE_COUNT or (np.diff(poses) < 0).any()):
@@ -702,7 +732,7 @@ def load_codebook(path: str | Path = DEFAULT_CODEBOOK) -> tuple[TileCodebook, di
     if keys.min() < 0 or keys.max() >= HUD_ROTATION_KEY + HUD_TILES * COIN_COLOURINGS:
         raise ValueError(f"{path}: hud_keys outside the status bar's keys")
     for name in ("block_log_prior", "tile_log_prior", "shape_log_prior", "hud_log_prior", "sprite_log_prior",
-                 "sprite_phase_log_prior", "firebar_log_prior"):
+                 "sprite_context_log_prior", "firebar_log_prior"):
         if arrays[name].size and not (np.isfinite(arrays[name]).all() and arrays[name].max() <= 0):
             raise ValueError(f"{path}: {name} must hold finite log-probabilities")
     return TileCodebook(**arrays), metadata
@@ -1314,7 +1344,7 @@ class TileReconstructor:
         if np.isnan(image).any():  # nothing decoded at all yet
             image[np.isnan(image[..., 0])] = values.mean(axis=0)
         self._draw_firebars(image, firebars, rows, cols, codes)
-        self._draw_sprites(image, others, rows, cols, codes, animation_phase(state, state_mask))
+        self._draw_sprites(image, others, rows, cols, codes, state, state_mask)
         image[rows, cols] = values
         return image
 
@@ -1381,15 +1411,16 @@ class TileReconstructor:
             rr, cc, which = self._firebar_on_screen(box, chosen, chosen + 1)
             image[rr, cc] = self._firebar_values[which]
 
-    def _draw_sprites(self, image: np.ndarray, boxes, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray,
-                      phase: int = 0) -> None:
+    def _draw_sprites(self, image: np.ndarray, boxes: list[SpriteBox], rows: np.ndarray, cols: np.ndarray,
+                      codes: np.ndarray, state: np.ndarray, state_mask: np.ndarray) -> None:
         """Draw each sprite over the background as the appearance of its pose that best explains this frame's
-        samples ``rows, cols, codes (N,)`` in its template window at animation phase ``phase``
-        (:meth:`_appearance`); the player last, on top."""
+        samples ``rows, cols, codes (N,)`` in its template window given its
+        :func:`sgaps_env.sprites.appearance_context` (:meth:`_appearance`); the player last, on top."""
         if self._book.sprite_appearances is None:
             return
         height, width = TEMPLATE_SIZE
-        for pose, top, left in sorted(template_windows(boxes), key=lambda window: -window[0]):
+        windows = sorted(zip(template_windows(boxes), boxes), key=lambda pair: -pair[0][0])
+        for (pose, top, left), box in windows:
             window_rows = slice(max(0, top), min(FRAME_HEIGHT, top + height))
             window_cols = slice(max(0, left), min(FRAME_WIDTH, left + width))
             first, last = self._sprite_range[pose]
@@ -1398,21 +1429,21 @@ class TileReconstructor:
             inside = (rows >= window_rows.start) & (rows < window_rows.stop) & (cols >= window_cols.start) \
                 & (cols < window_cols.stop)
             chosen = first + self._appearance(image, first, last, top, left, rows[inside], cols[inside], codes[inside],
-                                              phase)
+                                              appearance_context(box, state, state_mask))
             window = (slice(window_rows.start - top, window_rows.stop - top),
                       slice(window_cols.start - left, window_cols.stop - left))
             own = self._book.sprite_appearances[chosen][window] >= 0
             image[window_rows, window_cols][own] = self._sprite_values[chosen][window][own]
 
     def _appearance(self, image: np.ndarray, first: int, last: int, top: int, left: int, rows: np.ndarray,
-                    cols: np.ndarray, codes: np.ndarray, phase: int = 0) -> int:
+                    cols: np.ndarray, codes: np.ndarray, context: int = 0) -> int:
         """Which of the codebook's appearances ``first:last`` (one pose's) to draw at window ``(top, left)``: the
         most probable given samples ``rows, cols, codes (m,)`` in the window, an appearance predicting its own
         colour where it is opaque and ``image``'s (the background drawn so far) where it is not; its prior is its
-        share of its pose's sightings at animation phase ``phase``."""
-        by_phase = self._book.sprite_phase_log_prior
-        log_prior = (self._book.sprite_log_prior[first:last] if by_phase is None
-                     else by_phase[first:last, phase]).astype(np.float64)
+        share of its pose's sightings in appearance context ``context``."""
+        by_context = self._book.sprite_context_log_prior
+        log_prior = (self._book.sprite_log_prior[first:last] if by_context is None
+                     else by_context[first:last, context]).astype(np.float64)
         if not len(rows) or self.sprite_miss_probability >= 1.0:
             return int(np.argmax(log_prior))
         predicted = self._book.sprite_appearances[first:last, rows - top, cols - left]  # (K, m)

@@ -145,7 +145,7 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     | key | space | meaning |
     |---|---|---|
     | `pixels` | `Box(0, 1, (sample_count, 2 + C), float32)` | rows `(u, v, value...)`: the centre of each pixel read and its value; `C = 1` (BT.601 luma) for `color="gray"`, `C = 3` for `"rgb"` |
-    | `state` | `Box(low, high, (max_state_dim,), float32)` | the fields of `sgaps_env.STATE_FIELDS` (53 of them; see `docs/state_vector.md`), then `sentinel` padding |
+    | `state` | `Box(low, high, (max_state_dim,), float32)` | the fields of `sgaps_env.STATE_FIELDS` (58 of them; see `docs/state_vector.md`), then `sentinel` padding |
     | `state_mask` | `Box(0, 1, (max_state_dim,), float32)` | 1 where `state` holds a valid value; 0 for padding and for the fields of inactive enemy slots |
 
     The state describes the frame the pixels came from: the NES draws a frame
@@ -202,7 +202,7 @@ class SGAPSSuperMarioBrosEnv(gym.Env):
     | `color` | `"gray"` | `"gray"` (BT.601 luma) or `"rgb"` |
     | `frame_skip` | 4 | NES frames per step (an int >= 1); the same buttons are held for all of them |
     | `buttons` | `"simple"` | `"simple"`, `"right_only"`, `"complex"` or a list of combos such as `[["right", "A"]]` |
-    | `max_state_dim` | 64 | length of `state` and `state_mask`, an int in [53, 4096] |
+    | `max_state_dim` | 64 | length of `state` and `state_mask`, an int in [58, 4096] |
     | `sentinel` | -999.0 | value of padded and masked state entries (a finite number) |
     | `initial_pattern` | `"uniform_grid"` | fixed pattern for the first frame: `uniform_grid`, `random`, `stratified`, `checkerboard` |
     | `noop_max` | 30 | largest number of extra random no-op frames at reset (an int >= 0) |

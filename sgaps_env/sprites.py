@@ -41,6 +41,10 @@ FIREBAR_SPINS = 32
 #: How far a fire bar's balls reach from the centre of its pivot (the RAM position + 4 px): six 8-px balls
 #: end 44 px out, twelve 92 px.
 FIREBAR_REACH = {False: 48, True: 96}
+#: The ball at a fire bar's pivot, which never moves: screen rows ``[y + 1, y + 9)`` and columns ``[x, x + 8)`` of
+#: its RAM position ``(x, y)`` (as offsets ``(top, left, height, width)``). It sits on the pivot block in every
+#: frame, so votes for the level's most frequent colour take it for background.
+FIREBAR_PIVOT_BALL = (1, 0, 8, 8)
 #: The power-up object (RAM object slot 5) is drawn with poses of its own among the enemy types' (object ids
 #: 0x3C-0x3F are not enemy types the game uses): this id plus the power-up type (0 mushroom, 1 fire flower,
 #: 2 star, 3 1-up).
@@ -48,6 +52,11 @@ POWERUP_POSE_TYPE = 0x3C
 
 #: Animation phases of the frame counter (:func:`animation_phase`).
 ANIMATION_PHASES = 8
+#: An object's moving direction as :class:`SpriteBox` holds it: 0 not known (the player, the power-up, fire bars,
+#: recordings without the state's ``enemy{slot}_moving_dir``), 1 right, 2 left.
+MOVING_DIRECTIONS = 3
+#: What a sprite appearance's prior is conditioned on (:func:`appearance_context`): animation phase x direction.
+APPEARANCE_CONTEXTS = ANIMATION_PHASES * MOVING_DIRECTIONS
 
 #: The window (relative to an object's RAM position) that a sprite template covers: x from -4, y from -4.
 TEMPLATE_OFFSET = (-4, -4)
@@ -59,7 +68,8 @@ class SpriteBox:
     """One on-screen object: ``kind`` is ``"player"``, ``"enemy"``, ``"firebar"`` or ``"powerup"``; the box is
     ``[x0, x1) x [y0, y1)`` in screen pixels (not clipped to the frame); ``(x, y)`` is the RAM position;
     ``pose`` indexes the learned sprite templates. A fire bar's box holds every angle of its balls, and
-    ``spin`` is its spin step 0-31 (-1 for other objects, or when the state lacks it)."""
+    ``spin`` is its spin step 0-31 (-1 for other objects, or when the state lacks it). ``direction`` is an
+    enemy's moving direction (:data:`MOVING_DIRECTIONS`: 1 right, 2 left, 0 when not known)."""
 
     kind: str
     slot: int
@@ -71,6 +81,7 @@ class SpriteBox:
     y1: int
     pose: int
     spin: int = -1
+    direction: int = 0
 
 
 def _valid(state_mask: np.ndarray, name: str) -> bool:
@@ -116,6 +127,14 @@ def animation_phase(state: np.ndarray, state_mask: np.ndarray) -> int:
     if state_mask[STATE_INDEX["frame_phase"]] <= 0:
         return 0
     return (field_int(state, "frame_phase") >> 2) % ANIMATION_PHASES
+
+
+def appearance_context(box: SpriteBox, state: np.ndarray, state_mask: np.ndarray) -> int:
+    """What the prior over a sprite's appearances is conditioned on, 0 to ``APPEARANCE_CONTEXTS - 1``: the
+    :func:`animation_phase` and the object's moving direction. SMB draws a walking Goomba flipped every 8 frames
+    relative to the way it moves, so the two together say which side it faces; the phase alone leaves it a coin
+    toss."""
+    return animation_phase(state, state_mask) + ANIMATION_PHASES * box.direction
 
 
 def area_type(state: np.ndarray) -> int:
@@ -175,7 +194,9 @@ def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
             boxes.append(SpriteBox("firebar", slot, x, y, x + 4 - reach, y + 4 - reach, x + 4 + reach, y + 4 + reach,
                                    pose, spin if 0 <= spin < FIREBAR_SPINS else -1))
         else:
-            boxes.append(_object_box("enemy", slot, x, y, pose))
+            direction = field_int(state, f"enemy{slot}_moving_dir") if _valid(state_mask, f"enemy{slot}_moving_dir") \
+                else 0
+            boxes.append(_object_box("enemy", slot, x, y, pose, direction if 0 < direction < MOVING_DIRECTIONS else 0))
     if _valid(state_mask, "powerup_screen_x"):
         x, y = field_int(state, "powerup_screen_x"), field_int(state, "powerup_screen_y")
         if -24 < x < FRAME_WIDTH + 8:
@@ -184,9 +205,9 @@ def sprite_boxes(state: np.ndarray, state_mask: np.ndarray) -> list[SpriteBox]:
     return boxes
 
 
-def _object_box(kind: str, slot: int, x: int, y: int, pose: int) -> SpriteBox:
+def _object_box(kind: str, slot: int, x: int, y: int, pose: int, direction: int = 0) -> SpriteBox:
     """The box of an enemy or the power-up at RAM position ``(x, y)``: x in [x-1, x+18), y in [y, y+26)."""
-    return SpriteBox(kind, slot, x, y, x - 1, y, x + 18, y + 26, pose)
+    return SpriteBox(kind, slot, x, y, x - 1, y, x + 18, y + 26, pose, direction=direction)
 
 
 def lingering_boxes(boxes: list[SpriteBox]) -> list[SpriteBox]:

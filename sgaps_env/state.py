@@ -135,6 +135,10 @@ STATE_FIELDS: tuple[StateField, ...] = (
            "power-up x relative to the screen's left edge in pixels (level x - camera x) / 256",
            weights=(256, 1, -256, -1), active_flag=0x0014),
     _field("powerup_screen_y", 0x00D4, 256, "power-up y on screen in pixels / 256", active_flag=0x0014),
+    *[_field(f"enemy{slot}_moving_dir", 0x0046 + slot, 2,
+             f"enemy slot {slot} moving direction (1 right, 2 left) / 2; with the frame counter it decides which "
+             "way the sprite is drawn (a Goomba's picture flips every 8 frames)", active_flag=0x000F + slot)
+      for slot in range(ENEMY_SLOTS)],
 )
 
 #: How many fields the state vector had before the fire-bar spin and power-up fields were appended: what

@@ -30,7 +30,7 @@ message               tag  fields (key)                          encoding
                            channels (c), max_state_dim (d),      255)``, row by row (channels interleaved) in
                            state (s), timestamp_ms (m),          sample order, not delta coded (see below);
                            sentinel (e)                          ``c``: 1 or 3; ``d``: D (1 byte up to 127);
-                                                                 ``s``: a list of the real fields (53), each the
+                                                                 ``s``: a list of the real fields (58), each the
                                                                  exact int ``round(value * field.scale)``, nil
                                                                  when masked (a float in the rare case no int
                                                                  reproduces the float32 bit for bit); padding

@@ -43,10 +43,10 @@ def play(env, steps, seed, player=None):
 
 @pytest.mark.parametrize("color, channels", [("gray", 1), ("rgb", 3)])
 def test_spaces_follow_the_contract(make_env, color, channels):
-    env = make_env(sample_count=300, color=color, max_state_dim=56)
+    env = make_env(sample_count=300, color=color, max_state_dim=60)
     obs_space, act_space = env.observation_space, env.action_space
     assert obs_space["pixels"].shape == (300, 2 + channels) and obs_space["pixels"].dtype == np.float32
-    assert obs_space["state"].shape == obs_space["state_mask"].shape == (56,)
+    assert obs_space["state"].shape == obs_space["state_mask"].shape == (60,)
     assert obs_space["state"].dtype == obs_space["state_mask"].dtype == np.float32
     assert act_space["buttons"] == gym.spaces.Discrete(7)
     assert act_space["coords"].shape == (300, 2) and act_space["coords"].dtype == np.float32
@@ -417,10 +417,10 @@ BAD_KEYWORDS = [
     ({"noop_max": False}, "noop_max", "bool False", "integer"),
     ({"noop_max": -1}, "noop_max", "-1", r"\[0, "),
     ({"noop_max": 2.5}, "noop_max", "float 2.5", "integer"),
-    ({"max_state_dim": True}, "max_state_dim", "bool True", r"\[53, 4096\]"),
+    ({"max_state_dim": True}, "max_state_dim", "bool True", r"\[58, 4096\]"),
     ({"max_state_dim": 64.0}, "max_state_dim", "float 64.0", "integer"),
-    ({"max_state_dim": 10**8}, "max_state_dim", "100000000", r"\[53, 4096\]"),
-    ({"max_state_dim": 52}, "max_state_dim", "52", r"\[53, 4096\]"),
+    ({"max_state_dim": 10**8}, "max_state_dim", "100000000", r"\[58, 4096\]"),
+    ({"max_state_dim": 57}, "max_state_dim", "57", r"\[58, 4096\]"),
     ({"repeat_action_probability": True}, "repeat_action_probability", "bool True", r"\[0, 1\)"),
     ({"repeat_action_probability": "0.25"}, "repeat_action_probability", "str '0.25'", "number"),
     ({"repeat_action_probability": 0.25 + 0j}, "repeat_action_probability", "complex", "number"),
@@ -458,11 +458,11 @@ def test_keywords_of_the_wrong_type_or_range_name_the_argument_the_value_and_the
 
 
 def test_numpy_scalars_of_the_right_kind_are_accepted(make_env):
-    env = make_env(sample_count=np.int64(16), frame_skip=np.int32(2), max_state_dim=np.int16(56),
+    env = make_env(sample_count=np.int64(16), frame_skip=np.int32(2), max_state_dim=np.int16(60),
                    noop_max=np.uint8(0), repeat_action_probability=np.float32(0.0), sentinel=np.float64(-5),
                    clip_coords=np.bool_(True), return_frame=np.bool_(False))
     observation, info = env.reset(seed=0)
-    assert observation["pixels"].shape == (16, 3) and observation["state"].shape == (56,)
+    assert observation["pixels"].shape == (16, 3) and observation["state"].shape == (60,)
     assert env.clip_coords is True and env.return_frame is False and "frame" not in info
     assert observation["state"][observation["state_mask"] == 0].max() == -5.0
 
@@ -536,5 +536,5 @@ def test_reset_options_set_the_first_frames_coordinates(make_env):
 
 def test_state_vector_length_matches_the_documented_fields(make_env):
     observation, _ = make_env().reset(seed=0)
-    assert observation["state_mask"][:len(STATE_FIELDS)].sum() >= len(STATE_FIELDS) - 4 * 5 - 3  # slots, power-up
+    assert observation["state_mask"][:len(STATE_FIELDS)].sum() >= len(STATE_FIELDS) - 5 * 5 - 3  # slots, power-up
     assert observation["state_mask"][len(STATE_FIELDS):].sum() == 0

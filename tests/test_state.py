@@ -67,7 +67,7 @@ def test_padding_uses_the_sentinel_and_mask_zero():
     count = len(STATE_FIELDS)
     assert state.shape == mask.shape == (60,)
     assert np.all(state[count:] == -5.0) and np.all(mask[count:] == 0.0)
-    assert mask[:count].sum() == count - 4 * 5 - 3  # blank RAM: every enemy slot and the power-up are inactive
+    assert mask[:count].sum() == count - 5 * 5 - 3  # blank RAM: every enemy slot and the power-up are inactive
 
 
 def test_any_ram_decodes_inside_the_declared_bounds(rng):
@@ -88,7 +88,7 @@ def test_too_small_max_state_dim_is_rejected_with_the_minimum():
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_state_dim": 10**8}, rf"max_state_dim=100000000 is larger than {MAX_STATE_DIM}"),
     ({"max_state_dim": MAX_STATE_DIM + 1}, "larger than"),
-    ({"max_state_dim": 64.0}, r"max_state_dim must be an integer in \[53, 4096\], got float"),
+    ({"max_state_dim": 64.0}, r"max_state_dim must be an integer in \[58, 4096\], got float"),
     ({"max_state_dim": True}, "got bool"),
     ({"sentinel": float("nan")}, "sentinel must be a finite number"),
     ({"sentinel": "-999"}, "got str"),
@@ -108,12 +108,12 @@ def test_the_documented_fields_keep_their_places():
     # The observation's layout is a public contract (docs/state_vector.md, the wire format): fields are only
     # appended, so the first LEGACY_STATE_FIELDS keep their places (recordings and checkpoints hold them there).
     names = [field.name for field in STATE_FIELDS]
-    assert len(names) == len(set(names)) == 53
+    assert len(names) == len(set(names)) == 58
     assert LEGACY_STATE_FIELDS == 44
     assert names[:3] == ["player_level_x", "player_screen_x", "player_screen_y"]
     assert names[41:44] == ["player_sprite", "area_type", "color_rotation"]
     assert names[44:] == [*[f"enemy{slot}_y_speed" for slot in range(5)], "powerup_active", "powerup_type",
-                          "powerup_screen_x", "powerup_screen_y"]
+                          "powerup_screen_x", "powerup_screen_y", *[f"enemy{slot}_moving_dir" for slot in range(5)]]
 
 
 def test_docs_show_the_current_field_table():

@@ -121,7 +121,7 @@ def test_a_broken_codebook_file_is_refused_with_the_reason(tmp_path):
     arrays = {name: getattr(codebook, name) for name in ("blocks", "block_log_prior", "tiles", "tile_log_prior",
                                                          "shapes", "shape_log_prior", "hud_tiles", "hud_keys",
                                                          "hud_log_prior", "hud_digit_slot", "sprite_appearances",
-                                                         "sprite_poses", "sprite_log_prior", "sprite_phase_log_prior",
+                                                         "sprite_poses", "sprite_log_prior", "sprite_context_log_prior",
                                                          "firebar_keys", "firebar_log_prior", "firebar_pixels")}
     np.savez(tmp_path / "partial.npz", metadata=np.array("{}"), **{k: v for k, v in arrays.items() if k != "tiles"})
     with pytest.raises(ValueError, match="expected"):
@@ -166,6 +166,37 @@ def test_an_atlas_of_a_known_level_is_used_saved_and_checked(sessions, tmp_path)
     np.savez(tmp_path / "bad.npz", metadata=np.array("{}"), **arrays)
     with pytest.raises(ValueError, match="points past"):
         StagePriors.load(tmp_path / "bad.npz")
+
+
+def test_an_atlas_of_first_sightings_holds_the_level_as_it_starts(sessions):
+    """A pixel that changes for good a few steps in (a ?-block hit, a coin taken) keeps its first colour in an atlas
+    whose sessions vote only their first sightings of a pixel, and takes the new one in an atlas of every frame."""
+    from models.memory import StagePriors
+
+    _, (train, _, _) = sessions
+    indices, palette = train.frame_indices()
+    states, masks = train.states()
+    row, column = HUD_ROWS + 30, 200  # sky, above where the player jumps
+    level_x = camera_x(states[0]) + column
+    before = int(indices[0, row, column])
+    after = next(i for i in range(len(palette)) if (palette[i] != palette[before]).any())
+    changed = indices.copy()
+    shown = 0
+    for step in range(len(indices)):
+        on_screen = level_x - camera_x(states[step])
+        if 0 <= on_screen < indices.shape[2]:
+            shown += 1
+            if step >= 5:
+                changed[step, row, on_screen] = after
+    assert shown >= 30, "the pixel must stay on screen a while for the test to mean anything"
+
+    def atlas_colour(first_sightings):
+        atlas = StagePriors.build([(changed, palette, states, masks)], progress=False, first_sightings=first_sightings)
+        level = atlas.levels[area_key(states[0])]
+        return level.palette[level.index[row - HUD_ROWS, level_x]].tolist()
+
+    assert atlas_colour(None) == palette[after].tolist(), "every frame: the level as the session left it"
+    assert atlas_colour(4) == palette[before].tolist(), "first sightings: the level as it started"
 
 
 def test_blinking_blocks_are_counted_once_and_drawn_in_the_frame_s_rotation_colour(sessions):
@@ -301,7 +332,7 @@ def test_a_sprite_is_counted_as_its_exact_appearance_and_drawn_as_the_one_its_sa
     codebook, _ = load_codebook(DEFAULT_CODEBOOK)
     book = replace(codebook, sprite_appearances=np.stack([mirrored, appearances[0]]),
                    sprite_poses=np.array([pose, pose], np.int32),
-                   sprite_log_prior=np.log(np.array([0.9, 0.1], np.float32)), sprite_phase_log_prior=None)
+                   sprite_log_prior=np.log(np.array([0.9, 0.1], np.float32)), sprite_context_log_prior=None)
     rows, cols = np.nonzero(mario)
     sampled = (rows + cols) % 2 == 0  # every other pixel of Mario is sampled, the others must be drawn
     pixels = extract_pixels(frames[step], pixel_to_uv(rows[sampled] + top, cols[sampled] + left), "rgb")
@@ -318,14 +349,62 @@ def test_a_sprite_is_counted_as_its_exact_appearance_and_drawn_as_the_one_its_sa
     ignoring = drawn(sprite_miss_probability=1.0)
     assert (np.abs(ignoring - truth_values).sum(axis=1) > 1e-3)[differs].all(), "without its samples: the frequent one"
 
-    # the frame counter's animation phase: the one seen at this phase, though rarer overall
-    from sgaps_env.sprites import ANIMATION_PHASES, animation_phase
+    # the appearance context (animation phase, moving direction): the one seen in this context, though rarer overall
+    from sgaps_env.sprites import APPEARANCE_CONTEXTS, appearance_context
 
-    phase = animation_phase(states[step], masks[step])
-    by_phase = np.tile(np.log(np.array([[0.9], [0.1]], np.float32)), (1, ANIMATION_PHASES))
-    by_phase[:, phase] = np.log([0.2, 0.8])
-    book = replace(book, sprite_phase_log_prior=by_phase)
+    context = appearance_context(box, states[step], masks[step])
+    by_context = np.tile(np.log(np.array([[0.9], [0.1]], np.float32)), (1, APPEARANCE_CONTEXTS))
+    by_context[:, context] = np.log([0.2, 0.8])
+    book = replace(book, sprite_context_log_prior=by_context)
     np.testing.assert_allclose(drawn(sprite_miss_probability=1.0), truth_values, atol=1e-6)
+
+
+def test_a_goomba_s_side_is_drawn_from_its_moving_direction_as_the_context_prior_says(sessions):
+    """SMB draws a walking Goomba mirrored every 8 frames relative to the way it moves (the state's
+    ``enemy{slot}_moving_dir``, docs/reconstructor.md has the measurement): its sightings are counted per direction,
+    and with no sample in its window the side drawn is the one its context's prior names."""
+    from models.tile_reconstructor import SpriteAppearances, session_backgrounds
+    from sgaps_env.sprites import (ANIMATION_PHASES, APPEARANCE_CONTEXTS, ENEMY_TYPES, PLAYER_POSES, TEMPLATE_SIZE,
+                                   appearance_context, sprite_boxes, template_windows)
+    from sgaps_env.state import STATE_INDEX, STATE_SCALE
+
+    _, (train, _, _) = sessions
+    frames, (states, masks) = train.frames(), train.states()
+    codes = colour_codes(frames)
+    backgrounds = session_backgrounds(codes, states, masks)
+    counter = SpriteAppearances()
+    for step in range(len(frames)):
+        counter.add(codes[step], states[step], masks[step], backgrounds)
+    goomba_pose = PLAYER_POSES + 1 * ENEMY_TYPES + 0x06  # a Goomba in a ground level's colours
+    counted = {context // ANIMATION_PHASES for _, context in counter.context_counts[goomba_pose]}
+    assert counted == {1, 2}, "walking left, and right after turning on a pipe: counted under each direction"
+    appearances, poses, _, _ = counter.appearances(min_sightings=1)
+    left_side, right_side = appearances[np.flatnonzero(poses == goomba_pose)[:2]]  # its two most frequent sides
+    shown = np.flatnonzero((left_side >= 0).any(axis=0))
+    np.testing.assert_array_equal(left_side[:, shown[0]:shown[-1] + 1][:, ::-1], right_side[:, shown[0]:shown[-1] + 1])
+
+    step, box, top, left = next((step, box, top, left) for step in range(len(frames))
+                                for box, (pose, top, left) in zip(sprite_boxes(states[step], masks[step]),
+                                                                  template_windows(sprite_boxes(states[step],
+                                                                                                masks[step])))
+                                if pose == goomba_pose and top >= HUD_ROWS and 0 <= left <= 256 - TEMPLATE_SIZE[1])
+    codebook, _ = load_codebook(DEFAULT_CODEBOOK)
+    by_context = np.log(np.full((2, APPEARANCE_CONTEXTS), 0.5, np.float32))
+    by_context[:, ANIMATION_PHASES:2 * ANIMATION_PHASES] = np.log([[0.1], [0.9]])  # moving right: the right side
+    by_context[:, 2 * ANIMATION_PHASES:] = np.log([[0.9], [0.1]])  # moving left: the left side
+    book = replace(codebook, sprite_appearances=np.stack([left_side, right_side]),
+                   sprite_poses=np.array([goomba_pose] * 2, np.int32),
+                   sprite_log_prior=np.log(np.array([0.5, 0.5], np.float32)), sprite_context_log_prior=by_context)
+    pixels = extract_pixels(frames[step], pixel_to_uv(np.array([HUD_ROWS]), np.array([0])), "rgb")  # none on it
+    for direction, side in ((1, right_side), (2, left_side)):
+        state = states[step].copy()
+        state[STATE_INDEX[f"enemy{box.slot}_moving_dir"]] = direction / STATE_SCALE[f"enemy{box.slot}_moving_dir"]
+        (moved,) = [other for other in sprite_boxes(state, masks[step])
+                    if other.kind == "enemy" and other.slot == box.slot]
+        assert appearance_context(moved, state, masks[step]) // ANIMATION_PHASES == direction
+        output = TileReconstructor(book).reconstruct(pixels, state, masks[step])
+        drawn = colour_codes(output[top:top + TEMPLATE_SIZE[0], left:left + TEMPLATE_SIZE[1]])
+        np.testing.assert_array_equal(drawn[side >= 0], side[side >= 0], f"moving {direction}: the other side")
 
 
 def test_the_status_bar_prefers_the_colours_its_area_shows_over_a_few_stray_samples():
@@ -391,6 +470,7 @@ def _firebar_in_view(session):
 
 def test_a_fire_bar_is_counted_by_spin_step_and_drawn_as_the_appearance_its_samples_pick(castle):
     from models.tile_reconstructor import FirebarAppearances, firebar_key, firebar_window, session_backgrounds
+    from sgaps_env.sprites import FIREBAR_PIVOT_BALL
 
     frames, (states, masks) = castle.frames(), castle.states()
     codes = colour_codes(frames)
@@ -405,6 +485,17 @@ def test_a_fire_bar_is_counted_by_spin_step_and_drawn_as_the_appearance_its_samp
     np.testing.assert_array_equal(pixels[:, 3], codes[step, rows, cols], "the frame's own pixels")
     assert 100 < len(pixels) < 600, "six balls, not the square's background"
     assert np.hypot(pixels[:, 1], pixels[:, 2]).max() > 30, "the balls far from the pivot are in it"
+    ball_top, ball_left, height, width = FIREBAR_PIVOT_BALL
+    pivot = {(box.y + ball_top + dy - row, box.x + ball_left + dx - col) for dy in range(height) for dx in range(width)}
+    assert pivot <= set(zip(pixels[:, 1].tolist(), pixels[:, 2].tolist())), "the pivot's ball, though it never moves"
+
+    # the blocks under its square are counted as the session's background shows them: the pivot's, ball and all
+    counter = CodebookCounter()
+    counter.add(frames, states, masks)
+    level_x = box.x + camera_x(states[step])
+    top, left = (box.y + ball_top - HUD_ROWS) // 16 * 16, level_x // 16 * 16
+    pivot_block = backgrounds[area_key(states[step])][top:top + 16, left:left + 16].astype(np.int32)
+    assert (pivot_block >= 0).all() and counter.blocks[pivot_block.ravel().tobytes()] > 0
 
     # two appearances of its spin step: the bar half a turn round (the more frequent) and as it is
     turned = pixels.copy()

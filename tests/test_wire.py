@@ -297,7 +297,7 @@ def test_small_messages_round_trip():
         SessionStart("smb1/spt-small", 240, 256, 64, "rgb"),
         SessionStart("k"),
         SessionStartAck("session-0001", True, 500, 64, 15, "spt-small-smb1"),
-        SessionStartAck("", False, 1, 53, 59.94, ""),
+        SessionStartAck("", False, 1, 58, 59.94, ""),
         Heartbeat(TIMESTAMP_MS),
         HeartbeatAck(TIMESTAMP_MS, TIMESTAMP_MS + 3),
         ErrorMessage(404, "unknown checkpoint_key 'x'"),

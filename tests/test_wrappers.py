@@ -194,11 +194,11 @@ def rollout(env, steps, seed, actions_seed=0):
 
 
 def test_player_wrapper_spaces_are_discrete_buttons_and_a_flat_dict(make_env):
-    env = PlayerLearningWrapper(make_env(sample_count=64, color="rgb", max_state_dim=56))
+    env = PlayerLearningWrapper(make_env(sample_count=64, color="rgb", max_state_dim=60))
     assert env.action_space == gym.spaces.Discrete(7)
     assert set(env.observation_space.spaces) == {"pixels", "state", "state_mask"}
     assert env.observation_space["pixels"].shape == (64, 5)
-    assert env.observation_space["state"].shape == env.observation_space["state_mask"].shape == (56,)
+    assert env.observation_space["state"].shape == env.observation_space["state_mask"].shape == (60,)
     state_space, env_state_space = env.observation_space["state"], env.env.observation_space["state"]
     assert state_space.low.min() > -300  # no sentinel-sized bound (the env's reaches -999)
     fields = len(sgaps_env.STATE_FIELDS)
