@@ -16,9 +16,9 @@ each the full reconstructor with one part taken away:
 - ``no sprites``: the background shows through the sprites, only their samples drawn;
 - ``sprites without their samples``: every sprite drawn as its pose's most frequent appearance, instead of the
   appearance that best explains the samples in its window (``sprite_miss_probability = 1``);
-- ``sprites blind to the moving direction``: a sprite appearance's prior given the animation phase alone, not the
-  way the enemy moves (:func:`blind_to_direction`); ``sprites blind to phase and direction``: its prior
-  unconditioned;
+- ``sprites blind to their motion``, ``sprites blind to the moving direction``: a sprite appearance's prior
+  without that part of its context (:func:`blind_to_motion`, :func:`blind_to_direction`); ``sprites blind to
+  phase, direction and motion``: its prior unconditioned;
 - ``fire bars not drawn``: the codebook without its fire-bar appearances;
 - ``no status digits``: the status bar's tiles are not keyed by the state's digits;
 - ``blind to the palette rotation``: the codebook's blinking pixels hold one fixed colour (the rotation's
@@ -44,7 +44,7 @@ from models.baselines import make_baseline
 from models.evaluation import evaluate_sessions, summarize
 from models.tile_reconstructor import DEFAULT_CODEBOOK, ROTATING, TileReconstructor, load_codebook
 from models.tile_vocabulary import colour_codes
-from sgaps_env.sprites import ANIMATION_PHASES, MOVING_DIRECTIONS, ROTATION_COLOURS
+from sgaps_env.sprites import ANIMATION_PHASES, MOTIONS, MOVING_DIRECTIONS, ROTATION_COLOURS
 from sgaps_env.cli import require_at_least, run_script
 from sgaps_env.worlds import SPLIT_DESCRIPTION
 
@@ -73,13 +73,26 @@ class Args:
     """show progress bars"""
 
 
-def blind_to_direction(context_log_prior: np.ndarray) -> np.ndarray:
-    """``(A, APPEARANCE_CONTEXTS)`` log prior of appearances that ignores the moving direction: in each animation
-    phase, the mean over the two directions of the appearances' probabilities (a pose's sightings are about evenly
-    split between them), for every direction."""
-    probability = np.exp(context_log_prior).reshape(len(context_log_prior), MOVING_DIRECTIONS, ANIMATION_PHASES)
-    probability[:, 1:] = probability[:, 1:].mean(axis=1, keepdims=True)
+def _blind_to(context_log_prior: np.ndarray, axis: int) -> np.ndarray:
+    """``(A, APPEARANCE_CONTEXTS)`` log prior of appearances that ignores one part of the context (``axis`` 1: the
+    motion, 2: the moving direction): for each value of the others, the mean of the appearances' probabilities over
+    its known values (a pose's sightings spread over them), for every value."""
+    probability = np.exp(context_log_prior).reshape(len(context_log_prior), MOTIONS, MOVING_DIRECTIONS,
+                                                     ANIMATION_PHASES)
+    known = [slice(None)] * 4
+    known[axis] = slice(1, None)  # 0 is "not known"
+    probability[tuple(known)] = probability[tuple(known)].mean(axis=axis, keepdims=True)
     return np.log(probability).reshape(context_log_prior.shape).astype(np.float32)
+
+
+def blind_to_direction(context_log_prior: np.ndarray) -> np.ndarray:
+    """The appearances' log prior given the animation phase and the motion, not the way the enemy moves."""
+    return _blind_to(context_log_prior, axis=2)
+
+
+def blind_to_motion(context_log_prior: np.ndarray) -> np.ndarray:
+    """The appearances' log prior given the animation phase and the moving direction, not how far it moved."""
+    return _blind_to(context_log_prior, axis=1)
 
 
 def variants(codebook) -> dict:
@@ -92,9 +105,12 @@ def variants(codebook) -> dict:
         "tiles only": TileReconstructor(codebook, use_blocks=False),
         "no sprites": TileReconstructor(replace(codebook, sprite_appearances=None)),
         "sprites without their samples": TileReconstructor(codebook, sprite_miss_probability=1.0),
+        "sprites blind to their motion": TileReconstructor(replace(
+            codebook, sprite_context_log_prior=blind_to_motion(codebook.sprite_context_log_prior))),
         "sprites blind to the moving direction": TileReconstructor(replace(
             codebook, sprite_context_log_prior=blind_to_direction(codebook.sprite_context_log_prior))),
-        "sprites blind to phase and direction": TileReconstructor(replace(codebook, sprite_context_log_prior=None)),
+        "sprites blind to phase, direction and motion": TileReconstructor(replace(
+            codebook, sprite_context_log_prior=None)),
         "fire bars not drawn": TileReconstructor(replace(
             codebook, firebar_keys=None, firebar_log_prior=None, firebar_pixels=None)),
         "no status digits": TileReconstructor(replace(codebook, hud_digit_slot=np.full_like(codebook.hud_digit_slot, -1))),

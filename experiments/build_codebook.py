@@ -11,7 +11,8 @@ What happens, top to bottom:
    (``models.tile_reconstructor.CodebookCounter``): the coloured 16x16 blocks and 8x8 tiles on the level's
    grid outside the RAM sprite boxes, the status bar's tiles with the digits the state says they show (the
    positions that follow a digit are found from the frames), and each sprite pose's exact appearances (the
-   pixels of its template window that differ from the session's background there).
+   pixels of its template window that differ from the session's background there), per context of animation
+   phase, moving direction and motion since the step before.
 2. Blocks, tiles and shapes seen fewer than --min-count times are left out; the codebook is written as a
    compressed npz (a few hundred KB) that ``TileReconstructor`` reads with ``load_codebook``.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from models.tile_reconstructor import DEFAULT_CODEBOOK, CodebookCounter, save_codebook
@@ -72,7 +74,12 @@ def main(args: Args) -> dict:
     counter = CodebookCounter()
     for session in tqdm(sessions, desc="codebook", unit="session", disable=not args.progress):
         states, masks = session.states(rows)
-        counter.add(session.frames(rows)[::args.every], states[::args.every], masks[::args.every])
+        # each counted frame's step before, for how its sprites moved (the first step has none: a mask of zeros)
+        previous_states = np.concatenate([states[:1], states[:-1]])
+        previous_masks = np.concatenate([np.zeros_like(masks[:1]), masks[:-1]])
+        every = slice(None, None, args.every)
+        counter.add(session.frames(rows)[every], states[every], masks[every], previous_states[every],
+                    previous_masks[every])
     codebook = counter.codebook(args.min_count)
     seconds = time.perf_counter() - start
     metadata = {"split": split_metadata(), "worlds": sorted(args.worlds), "command": "python experiments/build_codebook.py " + shlex.join(sys.argv[1:]),

@@ -54,7 +54,7 @@ from sgaps_env.sprites import (APPEARANCE_CONTEXTS, AREA_TYPES, ENEMY_TYPES, FIR
                                HUD_DIGIT_SLOTS, HUD_ROWS, LONG_FIREBAR, PLAYER_POSES, POSE_COUNT, ROTATION_COLOURS,
                                ROTATION_PHASES, TEMPLATE_SIZE, SpriteBox, appearance_context, area_key, area_type,
                                box_mask, camera_x, hud_digits, lingering_boxes, rotation_phase, sprite_boxes,
-                               template_windows)
+                               template_windows, with_motion)
 from sgaps_env.state import STATE_INDEX, field_int
 from sgaps_env.worlds import check_training_states
 
@@ -300,16 +300,20 @@ class CodebookCounter:
         self._hud_tiles: dict[int, bytes] = {}
         self._hash = np.random.default_rng(0).integers(1, 2 ** 31, TILE * TILE, dtype=np.int64)
 
-    def add(self, frames: np.ndarray, states: np.ndarray, masks: np.ndarray) -> None:
-        """Count one session's ``frames (T, H, W, 3) uint8`` with their ``states, masks (T, D)``."""
+    def add(self, frames: np.ndarray, states: np.ndarray, masks: np.ndarray, previous_states: np.ndarray | None = None,
+            previous_masks: np.ndarray | None = None) -> None:
+        """Count one session's ``frames (T, H, W, 3) uint8`` with their ``states, masks (T, D)`` and, when given, the
+        states of the steps just before them ``previous_states, previous_masks (T, D)`` (a mask of zeros where
+        there was none), which say how the sprites moved (:func:`sgaps_env.sprites.with_motion`)."""
         check_training_states(states, "a session given to CodebookCounter")
         session_codes = colour_codes(frames)
         blinking = blinking_pixels(session_codes, states, masks)
         rotating = colour_codes(ROTATION_COLOURS)
         backgrounds = session_backgrounds(session_codes, states, masks)
         blocks, tiles = [], []
-        for codes, state, mask in zip(session_codes, states, masks):
-            self.sprites.add(codes, state, mask, backgrounds)
+        for step, (codes, state, mask) in enumerate(zip(session_codes, states, masks)):
+            previous = (None, None) if previous_states is None else (previous_states[step], previous_masks[step])
+            self.sprites.add(codes, state, mask, backgrounds, previous)
             self.firebars.add(codes, state, mask, backgrounds)
             boxes = sprite_boxes(state, mask)
             sprites = box_mask(boxes, margin=SPRITE_MARGIN)
@@ -482,15 +486,17 @@ class SpriteAppearances:
         self.counts: dict[int, Counter] = {}
         self.context_counts: dict[int, Counter] = {}  # per pose, (appearance, appearance context) -> sightings
 
-    def add(self, codes: np.ndarray, state: np.ndarray, mask: np.ndarray, backgrounds: dict[str, np.ndarray]) -> None:
-        """Count the appearances of the sprites of one frame's ``codes (H, W)``."""
+    def add(self, codes: np.ndarray, state: np.ndarray, mask: np.ndarray, backgrounds: dict[str, np.ndarray],
+            previous: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> None:
+        """Count the appearances of the sprites of one frame's ``codes (H, W)``; ``previous`` is the state and mask
+        of the step before (their motion, :func:`sgaps_env.sprites.with_motion`), or Nones."""
         background = backgrounds.get(area_key(state))
         camera = camera_x(state)
         if background is None or camera < 0:
             return
         height, width = TEMPLATE_SIZE
         rows, cols = np.mgrid[0:height, 0:width]
-        boxes = sprite_boxes(state, mask)
+        boxes = with_motion(sprite_boxes(state, mask), state, *previous)
         for box, (pose, top, left) in zip(boxes, template_windows(boxes)):
             behind = _background_behind(background, camera, top, left, height, width)
             if box.kind == "firebar" or behind is None:  # fire bars: FirebarAppearances
@@ -844,6 +850,7 @@ class TileReconstructor:
         self._session_tiles = _Dictionary(TILE * TILE)
         # (side, codebook block named above or left) -> {codebook block named below or right of it: times}
         self._pairs: dict[tuple[int, int], dict[int, int]] = {}
+        self._previous: tuple[np.ndarray | None, np.ndarray | None] = (None, None)  # the last step's state and mask
 
     # --- memory ------------------------------------------------------------------------------------
 
@@ -1314,7 +1321,8 @@ class TileReconstructor:
         values = pixels[:, 2:]
         codes = colour_codes(values)
         camera, key = max(0, camera_x(state)), area_key(state)
-        boxes = sprite_boxes(state, state_mask)
+        boxes = with_motion(sprite_boxes(state, state_mask), state, *self._previous)
+        self._previous = (np.array(state, np.float32), np.array(state_mask, np.float32))
         firebars, others = self._firebar_options(boxes, state), lingering_boxes(boxes)
         sprites = box_mask(others, margin=SPRITE_MARGIN) | self._firebar_cover(firebars)
         static = ~sprites[rows, cols]

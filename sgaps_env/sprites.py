@@ -15,7 +15,7 @@ an enemy.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,8 +55,13 @@ ANIMATION_PHASES = 8
 #: An object's moving direction as :class:`SpriteBox` holds it: 0 not known (the player, the power-up, fire bars,
 #: recordings without the state's ``enemy{slot}_moving_dir``), 1 right, 2 left.
 MOVING_DIRECTIONS = 3
-#: What a sprite appearance's prior is conditioned on (:func:`appearance_context`): animation phase x direction.
-APPEARANCE_CONTEXTS = ANIMATION_PHASES * MOVING_DIRECTIONS
+#: An enemy's motion over the last step as :class:`SpriteBox` holds it (:func:`with_motion`): 0 not known, then its
+#: level x changed by -3 or less, by -2 or -1, not at all, by 1 or 2, by 3 or more pixels. SMB draws an object where
+#: it stood a frame before the RAM's position, so how it moved says in which column of its window it shows.
+MOTIONS = 6
+#: What a sprite appearance's prior is conditioned on (:func:`appearance_context`): animation phase x direction x
+#: motion.
+APPEARANCE_CONTEXTS = ANIMATION_PHASES * MOVING_DIRECTIONS * MOTIONS
 
 #: The window (relative to an object's RAM position) that a sprite template covers: x from -4, y from -4.
 TEMPLATE_OFFSET = (-4, -4)
@@ -69,7 +74,8 @@ class SpriteBox:
     ``[x0, x1) x [y0, y1)`` in screen pixels (not clipped to the frame); ``(x, y)`` is the RAM position;
     ``pose`` indexes the learned sprite templates. A fire bar's box holds every angle of its balls, and
     ``spin`` is its spin step 0-31 (-1 for other objects, or when the state lacks it). ``direction`` is an
-    enemy's moving direction (:data:`MOVING_DIRECTIONS`: 1 right, 2 left, 0 when not known)."""
+    enemy's moving direction (:data:`MOVING_DIRECTIONS`: 1 right, 2 left, 0 when not known), ``motion`` how far it
+    moved over the last step (:data:`MOTIONS`, set by :func:`with_motion`; 0 when not known)."""
 
     kind: str
     slot: int
@@ -82,6 +88,7 @@ class SpriteBox:
     pose: int
     spin: int = -1
     direction: int = 0
+    motion: int = 0
 
 
 def _valid(state_mask: np.ndarray, name: str) -> bool:
@@ -131,10 +138,32 @@ def animation_phase(state: np.ndarray, state_mask: np.ndarray) -> int:
 
 def appearance_context(box: SpriteBox, state: np.ndarray, state_mask: np.ndarray) -> int:
     """What the prior over a sprite's appearances is conditioned on, 0 to ``APPEARANCE_CONTEXTS - 1``: the
-    :func:`animation_phase` and the object's moving direction. SMB draws a walking Goomba flipped every 8 frames
-    relative to the way it moves, so the two together say which side it faces; the phase alone leaves it a coin
-    toss."""
-    return animation_phase(state, state_mask) + ANIMATION_PHASES * box.direction
+    :func:`animation_phase`, the object's moving direction and its motion over the last step. SMB draws a walking
+    Goomba flipped every 8 frames relative to the way it moves, so phase and direction together say which side it
+    faces (the phase alone leaves it a coin toss), and it draws an object where it stood a frame before, so the
+    motion says in which column."""
+    return animation_phase(state, state_mask) + ANIMATION_PHASES * (box.direction + MOVING_DIRECTIONS * box.motion)
+
+
+def with_motion(boxes: list[SpriteBox], state: np.ndarray, previous_state: np.ndarray | None,
+                previous_mask: np.ndarray | None) -> list[SpriteBox]:
+    """``boxes`` (:func:`sprite_boxes` of ``state``) with each enemy's ``motion``: how far its level x moved since
+    ``previous_state`` (the step before), where the same slot held the same kind of object then; unchanged
+    without a previous state."""
+    if previous_state is None or previous_mask is None:
+        return boxes
+    before = {(box.slot, box.pose): box.x for box in sprite_boxes(previous_state, previous_mask) if box.kind == "enemy"}
+    scrolled = camera_x(state) - camera_x(previous_state)
+    moved = []
+    for box in boxes:
+        x = before.get((box.slot, box.pose)) if box.kind == "enemy" else None
+        if x is None:
+            moved.append(box)
+            continue
+        shift = box.x + scrolled - x
+        moved.append(replace(box, motion=1 if shift <= -3 else 2 if shift < 0 else 3 if shift == 0 else
+                             4 if shift < 3 else 5))
+    return moved
 
 
 def area_type(state: np.ndarray) -> int:

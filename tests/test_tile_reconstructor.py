@@ -364,8 +364,8 @@ def test_a_goomba_s_side_is_drawn_from_its_moving_direction_as_the_context_prior
     ``enemy{slot}_moving_dir``, docs/reconstructor.md has the measurement): its sightings are counted per direction,
     and with no sample in its window the side drawn is the one its context's prior names."""
     from models.tile_reconstructor import SpriteAppearances, session_backgrounds
-    from sgaps_env.sprites import (ANIMATION_PHASES, APPEARANCE_CONTEXTS, ENEMY_TYPES, PLAYER_POSES, TEMPLATE_SIZE,
-                                   appearance_context, sprite_boxes, template_windows)
+    from sgaps_env.sprites import (ANIMATION_PHASES, APPEARANCE_CONTEXTS, ENEMY_TYPES, MOVING_DIRECTIONS,
+                                   PLAYER_POSES, TEMPLATE_SIZE, appearance_context, sprite_boxes, template_windows)
     from sgaps_env.state import STATE_INDEX, STATE_SCALE
 
     _, (train, _, _) = sessions
@@ -376,7 +376,7 @@ def test_a_goomba_s_side_is_drawn_from_its_moving_direction_as_the_context_prior
     for step in range(len(frames)):
         counter.add(codes[step], states[step], masks[step], backgrounds)
     goomba_pose = PLAYER_POSES + 1 * ENEMY_TYPES + 0x06  # a Goomba in a ground level's colours
-    counted = {context // ANIMATION_PHASES for _, context in counter.context_counts[goomba_pose]}
+    counted = {context // ANIMATION_PHASES % MOVING_DIRECTIONS for _, context in counter.context_counts[goomba_pose]}
     assert counted == {1, 2}, "walking left, and right after turning on a pipe: counted under each direction"
     appearances, poses, _, _ = counter.appearances(min_sightings=1)
     left_side, right_side = appearances[np.flatnonzero(poses == goomba_pose)[:2]]  # its two most frequent sides
@@ -405,6 +405,54 @@ def test_a_goomba_s_side_is_drawn_from_its_moving_direction_as_the_context_prior
         output = TileReconstructor(book).reconstruct(pixels, state, masks[step])
         drawn = colour_codes(output[top:top + TEMPLATE_SIZE[0], left:left + TEMPLATE_SIZE[1]])
         np.testing.assert_array_equal(drawn[side >= 0], side[side >= 0], f"moving {direction}: the other side")
+
+
+def test_a_sprite_s_motion_since_the_step_before_picks_where_in_its_window_it_is_drawn(sessions):
+    """SMB draws an object where it stood a frame before, so how far an enemy moved over the last step is part of
+    its appearance's context (:func:`sgaps_env.sprites.with_motion`): the reconstructor remembers the step before,
+    and a fresh one, which does not know it, draws the appearance the unknown motion's prior names."""
+    from sgaps_env.sprites import (ANIMATION_PHASES, APPEARANCE_CONTEXTS, MOVING_DIRECTIONS, TEMPLATE_SIZE,
+                                   sprite_boxes, template_windows, with_motion)
+
+    _, (train, _, _) = sessions
+    frames, (states, masks) = train.frames(), train.states()
+
+    def goomba(step):
+        boxes = with_motion(sprite_boxes(states[step], masks[step]), states[step], states[step - 1], masks[step - 1])
+        return next(((box, top, left) for box, (pose, top, left) in zip(boxes, template_windows(boxes))
+                     if box.kind == "enemy" and box.motion > 0 and top >= HUD_ROWS
+                     and 0 <= left <= 256 - TEMPLATE_SIZE[1]), None)
+
+    step = next(step for step in range(1, len(frames)) if goomba(step) is not None)
+    box, top, left = goomba(step)
+    level_x = box.x + camera_x(states[step])
+    (before,) = [other for other in sprite_boxes(states[step - 1], masks[step - 1])
+                 if other.kind == "enemy" and other.slot == box.slot]
+    moved = level_x - (before.x + camera_x(states[step - 1]))
+    assert box.motion == (1 if moved <= -3 else 2 if moved < 0 else 3 if moved == 0 else 4 if moved < 3 else 5)
+
+    drawn_here = np.full(TEMPLATE_SIZE, -1, np.int32)
+    drawn_here[10:20, 8:16] = 0xFC0000  # a red patch where this motion puts it
+    drawn_there = np.roll(drawn_here, 3, axis=1)
+    codebook, _ = load_codebook(DEFAULT_CODEBOOK)
+    by_context = np.log(np.full((2, APPEARANCE_CONTEXTS), 0.5, np.float32))
+    motion_of_context = np.arange(APPEARANCE_CONTEXTS) // (ANIMATION_PHASES * MOVING_DIRECTIONS)
+    by_context[:, motion_of_context == box.motion] = np.log([[0.9], [0.1]])
+    by_context[:, motion_of_context != box.motion] = np.log([[0.1], [0.9]])
+    book = replace(codebook, sprite_appearances=np.stack([drawn_here, drawn_there]),
+                   sprite_poses=np.array([box.pose] * 2, np.int32), sprite_log_prior=np.log(np.full(2, 0.5, np.float32)),
+                   sprite_context_log_prior=by_context)
+    pixels = extract_pixels(frames[step], pixel_to_uv(np.array([HUD_ROWS]), np.array([0])), "rgb")  # none on it
+
+    def drawn(steps):
+        reconstructor = TileReconstructor(book)
+        for t in steps:
+            output = reconstructor.reconstruct(pixels, states[t], masks[t])
+        window = colour_codes(output[top:top + TEMPLATE_SIZE[0], left:left + TEMPLATE_SIZE[1]])
+        return [bool((window[side >= 0] == side[side >= 0]).all()) for side in (drawn_here, drawn_there)]
+
+    assert drawn([step - 1, step]) == [True, False], "the step before known: drawn where its motion puts it"
+    assert drawn([step]) == [False, True], "no step before: the motion is not known"
 
 
 def test_the_status_bar_prefers_the_colours_its_area_shows_over_a_few_stray_samples():
