@@ -164,8 +164,8 @@ class TileCodebook:
     sprite_log_prior: np.ndarray | None = None
     sprite_context_log_prior: np.ndarray | None = None
     """``(A, APPEARANCE_CONTEXTS) float32``: the log of an appearance's share of its pose's sightings in each
-    :func:`sgaps_env.sprites.appearance_context` (animation phase x moving direction; smoothed towards
-    ``sprite_log_prior``); None: that prior alone"""
+    :func:`sgaps_env.sprites.appearance_context` (animation phase x moving direction x motion since the step
+    before; smoothed towards ``sprite_log_prior``); None: that prior alone"""
     firebar_keys: np.ndarray | None = None
     """``(F,) int32`` sorted :func:`firebar_key` s of the exact fire-bar appearances, each with ``firebar_log_prior
     (F,)`` (the log of its share of its key's sightings) and its opaque pixels in ``firebar_pixels (P, 4) int32``:
