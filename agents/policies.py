@@ -12,12 +12,13 @@ one by name:
 | `patch` | fixed | whole 16x16 patches at random (MAE-style), as many pixels as the budget |
 | `importance` | adaptive | the SPT's importance map (0.4 MC dropout + 0.3 attention + 0.3 temporal error, see `models.importance`), tiered into critical / important / moderate / optional tiles, 60% of the budget by tier and 40% stratified, shifted by the predicted camera motion |
 | `ram` | adaptive | the sprite boxes the state vector gives, moved to where the objects will be next frame, and the status-bar digits; the rest stratified |
-| `learned` | learned | a stable-baselines3 policy trained by `experiments/train_sampler.py` on `SamplerLearningWrapper` (tile weights) |
+| `uncertainty` | adaptive | each level block under the next screen by what the tile reconstructor's memory knows of it (confirmed, guessed, uncertain, unseen), the predicted sprite boxes and the status bar by their own weights (``UncertaintyPolicy``) |
+| `learned` | learned | the uncertainty policy's weights corrected frame by frame by a stable-baselines3 policy trained by `experiments/train_sampler.py` on `agents.sampler_env.SamplerReplayEnv` (worlds 1-4) |
 | `oracle` | evaluation only | the pixels where the current reconstruction, moved by the camera, is furthest from the TRUE next frame: it reads the future, so it is an upper bound, not a policy |
 
 **What goes down the wire.** Coordinates are not sent one by one: each policy (but the oracle)
 describes its choice compactly in ``policy.description`` (a msgpack-able dict: a seed, a quantised
-tier map, tile weights) and the client regenerates the exact same coordinates with
+tier map, a block class map and its weights) and the client regenerates the exact same coordinates with
 ``coords_from_description(description, count, context)`` from that and what it knows itself (its own
 state vectors). The policy computes its coordinates through the same function, so the two cannot
 disagree. That function and everything it needs (``ClientContext``, the RAM-guided and tiered fills,
@@ -27,7 +28,9 @@ package. The oracle's description is ``None``: its coordinates must be sent expl
 **What a policy sees.** ``observation`` is the env's (``pixels``, ``state``, ``state_mask``) of the
 frame just sampled; ``info`` may carry ``"reconstruction"`` (the server's reconstruction of it) and,
 for the oracle only, ``"next_frame"`` (the true ``(H, W, 3)`` uint8 frame about to be sampled).
-Policies draw from their own generator, seeded by ``reset(seed)``.
+Policies draw from their own generator, seeded by ``reset(seed)``. ``uncertainty`` and ``learned`` also
+read the memory of the session's ``TileReconstructor`` (passed at construction), after it reconstructed
+the frame.
 
 The mask-update scheduler (``MaskUpdateScheduler``, ``ScheduledPolicy``) decides on which frames a
 policy chooses new coordinates; on the others the previous coordinates are reused and nothing needs
@@ -42,17 +45,21 @@ from typing import Any
 import numpy as np
 
 from sgaps_env.coords import FRAME_WIDTH, PATTERNS, RANDOM_PATTERNS, color_for, frame_values, pixel_to_uv
-from sgaps_env.descriptions import (PATTERN_ORDER, SEED_LIMIT, ClientContext, HierarchyConfig, RamGuidedConfig,
-                                    check_count, coords_from_description, pack_tiers, quantise_weights)
+from sgaps_env.descriptions import (BLOCK_CLASSES, BLOCK_SPRITE_LOOKAHEAD, BLOCK_SPRITE_MARGIN, BLOCK_WEIGHTS,
+                                    GRID_COLUMNS, GRID_ROWS, LEVEL_BLOCK, PATTERN_ORDER, SEED_LIMIT,
+                                    BlockPlan, ClientContext, HierarchyConfig, RamGuidedConfig, check_count,
+                                    coords_from_description, pack_tiers)
 from sgaps_env.sampler import PatternSampler
-from sgaps_env.sprites import camera_velocity
+from sgaps_env.sprites import HUD_ROWS, box_mask, camera_velocity, camera_x, predict_boxes
 from sgaps_env.tiles import tile_edges
 
+#: Where ``experiments/train_sampler.py`` puts the trained sampler that ships with the repository.
+DEFAULT_SAMPLER = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "sampler-blocks-worlds1-4.zip"
 #: Every policy ``make_policy`` builds, in the order reports list them.
-POLICY_NAMES = ("uniform_grid", "checkerboard", "random", "stratified", "patch", "importance", "ram", "learned",
-                "oracle")
+POLICY_NAMES = ("uniform_grid", "checkerboard", "random", "stratified", "patch", "importance", "ram", "uncertainty",
+                "learned", "oracle")
 FAMILIES = {"uniform_grid": "fixed", "checkerboard": "fixed", "random": "fixed", "stratified": "fixed",
-            "patch": "fixed", "importance": "adaptive", "ram": "adaptive", "learned": "learned",
+            "patch": "fixed", "importance": "adaptive", "ram": "adaptive", "uncertainty": "adaptive", "learned": "learned",
             "oracle": "oracle (reads the true next frame)"}
 
 
@@ -199,41 +206,138 @@ class ImportancePolicy(_DescribedPolicy):
                 "c": [round(config.importance_share * 1000), *[round(b * 1000) for b in config.tier_budget]]}
 
 
-class LearnedPolicy(_DescribedPolicy):
-    """A stable-baselines3 policy trained by ``experiments/train_sampler.py``: it sees the cleaned
-    observation (as ``SamplerLearningWrapper`` gives it) and outputs tile weights, sent as one byte
-    each. The first frame is the uniform allocation, as in the wrapper."""
+#: The uncertainty policy's weights: per knowledge class of a block (``models.tile_reconstructor.KNOWLEDGE_CLASSES``:
+#: certain, uncertain, unmatched, unseen), then inside the predicted sprite boxes, then on the status bar.
+UNCERTAINTY_WEIGHTS = (5, 128, 128, 255, 128, 5)
+
+
+def next_camera(state: np.ndarray, previous_state: np.ndarray | None, lookahead: int = 1) -> int:
+    """Where the camera's left edge will be ``lookahead`` frames after ``state``'s (level x, >= 0): the last step's
+    scroll again each frame (0: where it is now)."""
+    return max(0, camera_x(state) + lookahead * camera_velocity(state, previous_state))
+
+
+class UncertaintyPolicy(_DescribedPolicy):
+    """Spends the budget where the level-agnostic reconstructor knows least about the next frame: each level
+    block under the next screen (camera predicted from the last scroll) weighs by what the reconstructor's
+    memory knows of it (``TileReconstructor.block_knowledge``: certain, uncertain, unmatched, never sampled),
+    the sprite boxes predicted from the state by their own weight, the status bar (drawn from the state) by
+    its own. Described as a ``blocks`` plan (``sgaps_env.descriptions.BlockPlan``): about 110 bytes down.
+
+    ``reconstructor`` is the server's ``TileReconstructor`` of this session (the one reconstructing the frames
+    this policy samples): the policy reads its memory after each frame's reconstruction. ``lookahead`` is how
+    many frames ahead the camera is predicted (1: the next frame; more for a link with latency; 0: no motion
+    compensation).
+    """
+
+    name, family = "uncertainty", "adaptive"
+
+    def __init__(self, count: int, reconstructor, weights: tuple[int, ...] = UNCERTAINTY_WEIGHTS, lookahead: int = 1):
+        if not callable(getattr(reconstructor, "block_knowledge", None)):
+            raise ValueError(f"the uncertainty policy reads the memory of a TileReconstructor (block_knowledge); got "
+                             f"{type(reconstructor).__name__}: evaluate it with --reconstructor tiles")
+        self.reconstructor, self.lookahead = reconstructor, int(lookahead)
+        self.weights = BlockPlan(0, np.zeros((GRID_ROWS, GRID_COLUMNS), np.uint8), tuple(weights)).weights
+        super().__init__(count)
+
+    def plan(self, state: np.ndarray, previous_state: np.ndarray | None) -> BlockPlan:
+        """The blocks under the next screen, classed by the reconstructor's memory after ``state``'s frame."""
+        camera = next_camera(state, previous_state, self.lookahead)
+        return BlockPlan(camera % LEVEL_BLOCK, self.reconstructor.block_knowledge(state, camera), self.weights)
+
+    def _first_description(self) -> dict[str, Any]:
+        unseen = np.full((GRID_ROWS, GRID_COLUMNS), BLOCK_CLASSES - 1, np.uint8)
+        return BlockPlan(0, unseen, self.weights).to_description(self._seed())
+
+    def _describe(self, observation, info) -> dict[str, Any]:
+        return self.plan(self.context.state, self.context.previous_state).to_description(self._seed())
+
+
+#: Range of the learned policy's action: it multiplies each of the uncertainty policy's weights by ``64 ** a``,
+#: ``a`` in [-1, 1].
+WEIGHT_RANGE = 64.0
+#: Scalars after the maps in :func:`plan_features`: the last scroll (px / 16), the block grid's offset (/ 16), the
+#: predicted sprite boxes (/ 8), the share of the screen's blocks never sampled and of those named on few samples.
+PLAN_SCALARS = 5
+#: Size of :func:`plan_features`: one-hot knowledge classes and the sprite-box cover, per block, then the scalars.
+PLAN_FEATURES = (BLOCK_CLASSES + 1) * GRID_ROWS * GRID_COLUMNS + PLAN_SCALARS
+
+
+def action_to_weights(action: np.ndarray, base: tuple[int, ...] = UNCERTAINTY_WEIGHTS) -> tuple[int, ...]:
+    """A learned action, ``BLOCK_WEIGHTS`` values in [-1, 1] -> the ``blocks`` plan's weights: ``base`` (the
+    uncertainty policy's) each times ``64 ** a``, scaled so that the largest is 255, rounded, at least 1. An action
+    of zeros is the uncertainty policy: the learned policy is a correction to it, frame by frame."""
+    action = np.clip(np.nan_to_num(np.asarray(action, np.float64).reshape(-1)), -1.0, 1.0)
+    if action.shape != (BLOCK_WEIGHTS,):
+        raise ValueError(f"a learned sampler's action is {BLOCK_WEIGHTS} weights in [-1, 1] ({BLOCK_CLASSES} "
+                         f"knowledge classes, sprite boxes, status bar), got shape {action.shape}")
+    base = np.asarray(base, np.float64)
+    if base.shape != (BLOCK_WEIGHTS,) or not (base > 0).all():
+        raise ValueError(f"base weights are {BLOCK_WEIGHTS} positive numbers, got {tuple(base)}")
+    weights = base * WEIGHT_RANGE ** action
+    return tuple(int(w) for w in np.clip(np.round(weights * 255 / weights.max()), 1, 255))
+
+
+def plan_features(reconstructor, state: np.ndarray, state_mask: np.ndarray, previous_state: np.ndarray | None,
+                  previous_mask: np.ndarray | None) -> np.ndarray:
+    """What the server knows when it plans the next frame's samples, as the learned policy sees it:
+    ``(PLAN_FEATURES,)`` float32 = the knowledge class of each block under the next screen, one-hot
+    ``(BLOCK_CLASSES, GRID_ROWS, GRID_COLUMNS)``; the share of each block inside the predicted sprite boxes
+    ``(GRID_ROWS, GRID_COLUMNS)``; then the :data:`PLAN_SCALARS` scalars."""
+    camera = next_camera(state, previous_state)
+    offset = camera % LEVEL_BLOCK
+    knowledge = reconstructor.block_knowledge(state, camera)
+    onehot = (knowledge[None] == np.arange(BLOCK_CLASSES)[:, None, None]).astype(np.float32)
+    boxes = predict_boxes(state, state_mask, previous_state, previous_mask, steps=BLOCK_SPRITE_LOOKAHEAD,
+                          margin=BLOCK_SPRITE_MARGIN)
+    cover = np.zeros((GRID_ROWS, GRID_COLUMNS), np.float32)
+    if boxes:
+        level = box_mask(boxes)[HUD_ROWS:].astype(np.float32)
+        padded = np.zeros((GRID_ROWS * LEVEL_BLOCK, GRID_COLUMNS * LEVEL_BLOCK), np.float32)
+        padded[:, offset:offset + FRAME_WIDTH] = level
+        cover = padded.reshape(GRID_ROWS, LEVEL_BLOCK, GRID_COLUMNS, LEVEL_BLOCK).mean(axis=(1, 3))
+    scroll = camera_velocity(state, previous_state) if previous_state is not None else 0
+    scalars = [scroll / 16, offset / 16, min(2.0, len(boxes) / 8), float(onehot[BLOCK_CLASSES - 1].mean()), float(onehot[1].mean())]
+    return np.concatenate([onehot.reshape(-1), cover.reshape(-1), np.asarray(scalars, np.float32)])
+
+
+class LearnedPolicy(UncertaintyPolicy):
+    """The uncertainty policy with its weights corrected frame by frame by a stable-baselines3 policy, from what
+    the server knows (:func:`plan_features`, :func:`action_to_weights`); trained by ``experiments/train_sampler.py``
+    on worlds 1-4 (``agents.sampler_env.SamplerReplayEnv``). Same ``blocks`` description, same reconstructor
+    memory."""
 
     name, family = "learned", "learned"
 
-    def __init__(self, count: int, path: str | Path, deterministic: bool = True):
+    def __init__(self, count: int, path: str | Path, reconstructor, deterministic: bool = True):
         from stable_baselines3 import PPO
 
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no sampler model at {path}: train one with `python experiments/train_sampler.py` "
-                             "(it writes runs/sampler/final_model.zip)")
+                             f"(it writes runs/sampler/final_model.zip) or use the shipped {DEFAULT_SAMPLER}")
         self.path, self.deterministic = path, deterministic
         self.model = PPO.load(path, device="cpu")
-        shape = self.model.action_space.shape
-        self.tiles = int(round(np.sqrt(shape[0]))) if len(shape) == 1 else 0
-        if self.tiles * self.tiles != (shape[0] if len(shape) == 1 else -1):
-            raise ValueError(f"{path} outputs actions of shape {shape}, not K*K tile weights: it is not a sampler "
-                             "trained on SamplerLearningWrapper")
-        self.pixel_shape = tuple(self.model.observation_space["pixels"].shape)
-        if self.pixel_shape[0] != count:
-            raise ValueError(f"{path} was trained with {self.pixel_shape[0]} pixels per frame, not {count}: evaluate it "
-                             f"at its own budget or train one with --sample-count {count}")
-        super().__init__(count)
-
-    def _first_description(self) -> dict[str, Any]:
-        return {"k": "tiles", "w": bytes(self.tiles * self.tiles)}
+        if self.model.observation_space.shape != (PLAN_FEATURES,) or self.model.action_space.shape != (BLOCK_WEIGHTS,):
+            raise ValueError(f"{path} maps observations of shape {self.model.observation_space.shape} to actions of "
+                             f"shape {self.model.action_space.shape}, not ({PLAN_FEATURES},) plan features to "
+                             f"({BLOCK_WEIGHTS},) block weights: it is not a sampler trained by "
+                             "experiments/train_sampler.py on this version")
+        trained = getattr(self.model, "sgaps_sampler", None)
+        if not isinstance(trained, dict) or trained.get("weight_range") != WEIGHT_RANGE \
+                or len(trained.get("base_weights", ())) != BLOCK_WEIGHTS:
+            raise ValueError(f"{path} does not say which weights its actions correct (model.sgaps_sampler, written by "
+                             "experiments/train_sampler.py) or was trained with another weight range: retrain it")
+        self.base_weights = tuple(int(w) for w in trained["base_weights"])
+        super().__init__(count, reconstructor, self.base_weights)
 
     def _describe(self, observation, info) -> dict[str, Any]:
-        from sgaps_env.wrappers import clean_observation
-
-        action, _ = self.model.predict(clean_observation(observation), deterministic=self.deterministic)
-        return {"k": "tiles", "w": quantise_weights(action)}
+        context = self.context
+        features = plan_features(self.reconstructor, context.state, context.state_mask, context.previous_state,
+                                 context.previous_mask)
+        action, _ = self.model.predict(features, deterministic=self.deterministic)
+        self.weights = action_to_weights(action, self.base_weights)
+        return super()._describe(observation, info)
 
 
 class OraclePolicy(_DescribedPolicy):
@@ -343,12 +447,17 @@ class ScheduledPolicy:
 
 
 def make_policy(name: str, count: int, *, learned_path: str | Path | None = None,
-                analyzer=None, ram_config: RamGuidedConfig | None = None):
+                analyzer=None, ram_config: RamGuidedConfig | None = None, reconstructor=None):
     """The policy called ``name`` (one of ``POLICY_NAMES``) with a budget of ``count`` pixels.
 
-    ``learned_path`` is the sampler ``.zip`` the ``learned`` policy loads; ``analyzer`` an
-    ``models.importance.ImportanceAnalyzer`` for ``importance`` (a new one on the shipped SPT otherwise).
+    ``learned_path`` is the sampler ``.zip`` the ``learned`` policy loads (default: the shipped one);
+    ``analyzer`` an ``models.importance.ImportanceAnalyzer`` for ``importance`` (a new one on the shipped SPT
+    otherwise); ``reconstructor`` the session's ``TileReconstructor``, whose memory ``uncertainty`` and
+    ``learned`` read.
     """
+    if name in ("uncertainty", "learned") and reconstructor is None:
+        raise ValueError(f"the {name!r} policy reads the memory of the session's TileReconstructor: pass "
+                         "reconstructor=TileReconstructor(load_codebook()[0]), the one that reconstructs its frames")
     if name in PATTERNS:
         return FixedPolicy(name, count)
     if name == "patch":
@@ -357,11 +466,10 @@ def make_policy(name: str, count: int, *, learned_path: str | Path | None = None
         return RamGuidedPolicy(count, ram_config)
     if name == "importance":
         return ImportancePolicy(count, analyzer)
+    if name == "uncertainty":
+        return UncertaintyPolicy(count, reconstructor)
     if name == "learned":
-        if learned_path is None:
-            raise ValueError("the learned policy needs the model file: pass learned_path (the .zip "
-                             "experiments/train_sampler.py writes, e.g. runs/sampler/final_model.zip)")
-        return LearnedPolicy(count, learned_path)
+        return LearnedPolicy(count, DEFAULT_SAMPLER if learned_path is None else learned_path, reconstructor)
     if name == "oracle":
         return OraclePolicy(count)
     raise ValueError(f"unknown sampling policy {name!r}: expected one of {POLICY_NAMES}")

@@ -1,18 +1,20 @@
-"""Learn where to sample with PPO: `python experiments/train_sampler.py --help`.
+"""Learn where to sample with PPO, on recorded sessions of worlds 1-4: `python experiments/train_sampler.py --help`.
 
-    python experiments/train_sampler.py --output runs/sampler --timesteps 24000
+    python experiments/train_sampler.py                       # the shipped sampler, about 40 min on 2 cores
 
-A stable-baselines3 PPO (``MultiInputPolicy``) learns ``SamplerLearningWrapper``'s action: a weight
-per tile of a ``--tiles x --tiles`` grid, turned into exactly ``--sample-count`` coordinates for the
-next frame. A fixed player (``--player``) presses the buttons; the reward of a step is the SPT's
-PSNR (dB) of the frame sampled where the policy chose (``models.scoring.SPTScorer``), minus
-``--reward-offset`` and times ``--reward-scale`` so that PPO's value targets start near zero. One
-environment per ``--stages`` entry runs in turn in this process.
+A stable-baselines3 PPO (``MlpPolicy``) learns the weights of the ``blocks`` sampling plan frame by frame
+(``agents.sampler_env.SamplerReplayEnv``), from scratch (``--start uniform``: an action of zeros weighs
+everything alike) or as a correction to the hand-made uncertainty policy's (``--start uncertainty``). It sees what the level-agnostic reconstructor's memory knows of each
+block under the next screen and where the sprites will be (``agents.policies.plan_features``), and its reward
+is its reconstruction's PSNR minus the hand-made uncertainty policy's on the same frame. Each world's sessions
+are reconstructed with a codebook that never saw that world (``--codebooks``, built by ``build_codebook.py
+--worlds``), so the agent learns on levels the codebook does not know, as it will meet worlds 5-8. No frame
+of worlds 5-8 is read.
 
 Writes to --output: TensorBoard logs (``tensorboard --logdir runs/sampler``), checkpoints every
-``--checkpoint-every`` steps, ``final_model.zip`` (what ``agents.policies.LearnedPolicy`` and
-``experiments/evaluate_policies.py --learned-model`` load), the Monitor logs, ``learning_curve.csv``
-and ``learning_curve.png`` (mean PSNR per step of each finished episode against training steps),
+``--checkpoint-every`` steps, ``final_model.zip`` (what ``agents.policies.LearnedPolicy`` loads; copy it to
+``models/checkpoints/sampler-blocks-worlds1-4.zip`` to ship it), the Monitor logs, ``learning_curve.csv`` and
+``learning_curve.png`` (mean gain over the reference per frame of each finished episode against training steps),
 and ``config.json``.
 """
 from __future__ import annotations
@@ -28,165 +30,185 @@ from typing import Literal
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.monitor import Monitor, load_results
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import sgaps_env
-from agents.players import PLAYERS, make_player
-from models.scoring import SPTScorer
-from models.spt import DEFAULT_CHECKPOINT
-from sgaps_env import parse_stage
+from agents.policies import PLAN_FEATURES, UNCERTAINTY_WEIGHTS, WEIGHT_RANGE
+from agents.sampler_env import SamplerReplayEnv
+from models.tile_reconstructor import load_codebook
 from sgaps_env.cli import require_at_least, run_script
-from sgaps_env.wrappers import SamplerLearningWrapper
+from sgaps_env.session_file import list_sessions
+from sgaps_env.worlds import TRAINING_WORLDS, session_world
 
 
 @dataclass
 class Args:
     """Options of the sampler training."""
 
+    data: list[str] = field(default_factory=lambda: ["data/train_worlds.h5"])
+    """recorded sessions of worlds 1-4 with frames"""
+    worlds: list[int] = field(default_factory=lambda: [3, 4])
+    """worlds whose sessions train (each needs a codebook in --codebooks)"""
+    codebooks: list[str] = field(default_factory=lambda: ["3=outputs/lwo/codebook-worlds1-2-4.npz",
+                                                          "4=outputs/lwo/codebook-worlds1-3.npz"])
+    """WORLD=PATH: the codebook that reconstructs that world's sessions (one counted without it)"""
     output: Path = Path("runs/sampler")
     """run folder (logs, checkpoints, final_model.zip)"""
-    stages: list[str] = field(default_factory=lambda: ["1-1", "1-2", "2-1"])
-    """one environment per stage (the SPT's trained stages)"""
-    player: Literal[*sorted(PLAYERS)] = "heuristic"
-    """who presses the buttons"""
     sample_count: int = 500
     """pixels per frame"""
-    tiles: int = 8
-    """the action is one weight per tile of a tiles x tiles grid"""
-    checkpoint: Path = DEFAULT_CHECKPOINT
-    """SPT checkpoint that scores the samples (RGB)"""
-    timesteps: int = 24_000
-    """environment steps in all"""
-    max_episode_steps: int = 400
-    """time limit of an episode in steps"""
-    n_steps: int = 256
-    """PPO rollout length per environment"""
-    batch_size: int = 128
+    episode_steps: int = 100
+    """frames per episode, from a session's start (the memory starts empty)"""
+    envs: int = 2
+    """environments, each in its own process (1: in this process)"""
+    timesteps: int = 50_000
+    """PPO steps in all"""
+    n_steps: int = 400
+    """steps per environment per rollout"""
+    batch_size: int = 100
     """PPO minibatch size"""
-    epochs: int = 4
+    epochs: int = 10
     """PPO epochs per rollout"""
     learning_rate: float = 3e-4
     """Adam learning rate"""
-    gamma: float = 0.9
-    """discount: a sample choice pays off over the next few frames (memory)"""
-    reward_offset: float = 50.0
-    """subtracted from the PSNR reward"""
-    reward_scale: float = 0.1
-    """multiplies the reward after the offset"""
-    checkpoint_every: int = 6_000
-    """save a checkpoint every n environment steps"""
+    gamma: float = 0.8
+    """discount: samples pay off over the next few frames (a block stays on screen about 25)"""
+    log_std_init: float = -1.0
+    """log of the policy's initial action noise (-1: each weight explored within about x/÷ 4.6)"""
+    start: Literal["uniform", "uncertainty"] = "uncertainty"
+    """what an action of zeros means: every weight alike (learn from scratch), or the uncertainty policy's weights
+    (learn a correction to them)"""
+    checkpoint_every: int = 10_000
+    """save a checkpoint every this many steps"""
     seed: int = 0
-    """seed of PPO and of the environments"""
-    threads: int = 2
-    """torch CPU threads"""
+    """seed of PPO and of the environments' episode draws"""
+    threads: int = 1
+    """torch threads per process"""
     progress: bool = True
-    """show stable-baselines3's progress bar"""
+    """show a progress bar"""
 
 
-def validate(args: Args) -> None:
-    """The range checks the types cannot express; a ValueError names the option and what it accepts."""
-    if not args.stages:
-        raise ValueError("--stages needs at least one stage, e.g. --stages 1-1")
-    for stage in args.stages:
-        parse_stage(stage)
-    if len(set(args.stages)) != len(args.stages):
-        raise ValueError(f"--stages lists a stage twice ({args.stages}): each stage gets one environment and one "
-                         "Monitor log")
-    require_at_least(args, ("sample_count", "tiles", "timesteps", "max_episode_steps", "n_steps", "batch_size", "epochs",
-                 "checkpoint_every", "threads"))
+def validate(args: Args) -> dict[int, str]:
+    """The checks the types cannot express -> ``{world: codebook path}``; a ValueError names the option."""
+    require_at_least(args, ("sample_count", "episode_steps", "envs", "timesteps", "n_steps", "batch_size", "epochs",
+                            "checkpoint_every", "threads"))
     if not 0.0 < args.gamma <= 1.0:
         raise ValueError(f"--gamma is a discount in (0, 1], got {args.gamma}")
     if not args.learning_rate > 0:
         raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
-    if args.timesteps < args.n_steps * len(args.stages):
-        raise ValueError(f"--timesteps {args.timesteps} is less than one rollout ({args.n_steps} steps x "
-                         f"{len(args.stages)} environments): raise --timesteps or lower --n-steps")
+    if args.timesteps < args.n_steps * args.envs:
+        raise ValueError(f"--timesteps {args.timesteps} is less than one rollout ({args.n_steps} steps x {args.envs} "
+                         "environments): raise --timesteps or lower --n-steps")
+    bad = sorted(set(args.worlds) - set(TRAINING_WORLDS))
+    if bad:
+        raise ValueError(f"--worlds {bad}: only worlds {list(TRAINING_WORLDS)} may train (5-8 are held out)")
+    codebooks = {}
+    for entry in args.codebooks:
+        world, _, path = entry.partition("=")
+        if not world.isdigit() or not path:
+            raise ValueError(f"--codebooks takes WORLD=PATH entries, got {entry!r}")
+        codebooks[int(world)] = path
+    missing = sorted(set(args.worlds) - set(codebooks))
+    if missing:
+        raise ValueError(f"no --codebooks entry for world(s) {missing}: build one that never saw the world, e.g. "
+                         f"`python experiments/build_codebook.py --data data/train_worlds.h5 --max-steps None --every 2 "
+                         f"--worlds 1 2 3 --output outputs/lwo/codebook-worlds1-3.npz` for world 4")
+    for world in args.worlds:
+        if not Path(codebooks[world]).is_file():
+            raise ValueError(f"no codebook at {codebooks[world]} (world {world}): build it as the README's sampling "
+                             "section says")
+    return {world: codebooks[world] for world in args.worlds}
 
 
-def make_env(args: Args, stage: str, monitor_folder: Path) -> gym.Env:
-    """One stage's environment, scored by the SPT (passed to the env explicitly: the env loads no checkpoint)."""
-    env = gym.make(sgaps_env.ENV_ID, stage=stage, sample_count=args.sample_count, color="rgb",
-                   scorer=SPTScorer(args.checkpoint), max_episode_steps=args.max_episode_steps)
-    env = SamplerLearningWrapper(env, make_player(args.player), tiles=args.tiles)
+def base_weights(args: Args) -> tuple[int, ...]:
+    """The weights an action of zeros stands for (``--start``)."""
+    return UNCERTAINTY_WEIGHTS if args.start == "uncertainty" else (255,) * len(UNCERTAINTY_WEIGHTS)
+
+
+def make_env(args: Args, codebook_paths: dict[int, str], rank: int, monitor_folder: Path) -> Monitor:
+    torch.set_num_threads(args.threads)
+    sessions = [s for s in list_sessions(args.data) if s.has_frames and session_world(s) in codebook_paths]
+    if not sessions:
+        raise ValueError(f"no sessions of worlds {sorted(codebook_paths)} with frames in {args.data}")
+    codebooks = {world: load_codebook(path)[0] for world, path in codebook_paths.items()}
+    env = SamplerReplayEnv(sessions, codebooks, count=args.sample_count, steps=args.episode_steps,
+                           base_weights=base_weights(args))
+    env.reset(seed=args.seed + rank)
     monitor_folder.mkdir(parents=True, exist_ok=True)
-    env = Monitor(env, filename=str(monitor_folder))  # writes monitor_folder/monitor.csv
-    return gym.wrappers.TransformReward(env, lambda reward: (reward - args.reward_offset) * args.reward_scale)
+    return Monitor(env, filename=str(monitor_folder / f"env{rank}"))
 
 
-def learning_curve(monitor_dir: Path, output: Path) -> list[dict]:
-    """Every finished episode of every environment (one Monitor folder per stage), in order of time -> csv and png."""
+def learning_curve(monitor_dir: Path, output: Path, reward_scale: float = 10.0) -> list[dict]:
+    """Every finished episode of every environment, in order of time -> ``learning_curve.csv`` and ``.png``:
+    the mean gain over the reference per frame (dB)."""
     episodes = []
-    for folder in sorted(path for path in monitor_dir.iterdir() if path.is_dir()):
-        steps = 0
-        for row in load_results(str(folder)).itertuples():
-            length = int(row.l)
-            steps += length
-            # Monitor sums the raw PSNR rewards (before TransformReward): mean PSNR per step
-            episodes.append({"stage": folder.name, "env_steps": steps, "length": length,
-                             "mean_psnr": float(row.r) / length, "time_s": float(row.t)})
+    for row in load_results(str(monitor_dir)).itertuples():
+        episodes.append({"length": int(row.l), "gain_db": float(row.r) * reward_scale / max(1, int(row.l) - 1),
+                         "time_s": float(row.t)})
     episodes.sort(key=lambda e: e["time_s"])
     total = 0
     for episode in episodes:
         total += episode["length"]
         episode["training_steps"] = total
-    if episodes:
-        with open(output / "learning_curve.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(episodes[0]))
-            writer.writeheader()
-            writer.writerows(episodes)
-        import matplotlib
+    if not episodes:
+        return episodes
+    with open(output / "learning_curve.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(episodes[0]))
+        writer.writeheader()
+        writer.writerows(episodes)
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        figure, axis = plt.subplots(figsize=(7, 4))
-        for stage in sorted({e["stage"] for e in episodes}):
-            points = [(e["training_steps"], e["mean_psnr"]) for e in episodes if e["stage"] == stage]
-            axis.plot(*zip(*points), marker=".", linewidth=0.8, label=stage)
-        values = np.array([e["mean_psnr"] for e in episodes])
-        window = max(1, len(values) // 8)
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        axis.plot([e["training_steps"] for e in episodes][window - 1:], smooth, color="black", linewidth=2,
-                  label=f"all, running mean of {window}")
-        axis.set(xlabel="training steps", ylabel="mean PSNR per step of the episode (dB)",
-                 title="Learned sampler: SPT PSNR during training")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-        figure.tight_layout()
-        figure.savefig(output / "learning_curve.png", dpi=110)
-        plt.close(figure)
+    steps = np.array([e["training_steps"] for e in episodes])
+    gains = np.array([e["gain_db"] for e in episodes])
+    window = max(1, len(gains) // 10)
+    smooth = np.convolve(gains, np.ones(window) / window, mode="valid")
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(steps, gains, ".", color="tab:blue", alpha=0.35, label="episode")
+    axis.plot(steps[window - 1:], smooth, color="black", linewidth=2, label=f"running mean of {window}")
+    axis.axhline(0.0, color="tab:red", linewidth=1, label="the hand-made uncertainty policy")
+    axis.set(xlabel="training steps", ylabel="PSNR gain over the reference (dB per frame)",
+             title="Learned sampler on worlds 1-4 (codebooks without the episode's world)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(output / "learning_curve.png", dpi=110)
+    plt.close(figure)
     return episodes
 
 
 def main(args: Args) -> Path:
-    validate(args)
+    codebook_paths = validate(args)
     torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "config.json").write_text(json.dumps(asdict(args), default=str, indent=2))
     monitor_dir = args.output / "monitor"
-    monitor_dir.mkdir(exist_ok=True)
-    env = DummyVecEnv([partial(make_env, args, stage, monitor_dir / stage) for stage in args.stages])
-    env.seed(args.seed)
-    model = PPO("MultiInputPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.epochs,
+    factories = [partial(make_env, args, codebook_paths, rank, monitor_dir) for rank in range(args.envs)]
+    env = SubprocVecEnv(factories) if args.envs > 1 else DummyVecEnv(factories)
+    model = PPO("MlpPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.epochs,
                 learning_rate=args.learning_rate, gamma=args.gamma, seed=args.seed, device="cpu", verbose=0,
-                policy_kwargs={"net_arch": [128, 128]}, tensorboard_log=str(args.output / "tensorboard"))
-    checkpoints = CheckpointCallback(max(1, args.checkpoint_every // len(args.stages)), str(args.output / "checkpoints"),
+                policy_kwargs={"net_arch": [128, 128], "log_std_init": args.log_std_init}, tensorboard_log=str(args.output / "tensorboard"))
+    checkpoints = CheckpointCallback(max(1, args.checkpoint_every // args.envs), str(args.output / "checkpoints"),
                                      name_prefix="sampler")
     model.learn(args.timesteps, callback=checkpoints, progress_bar=args.progress)
+    # what LearnedPolicy needs to play it: the weights its actions correct, and what it was trained on
+    model.sgaps_sampler = {"base_weights": list(base_weights(args)), "weight_range": WEIGHT_RANGE,
+                           "plan_features": PLAN_FEATURES, "sample_count": args.sample_count, "worlds": args.worlds,
+                           "codebooks": args.codebooks, "timesteps": args.timesteps}
     final = args.output / "final_model.zip"
     model.save(final)
     env.close()
     episodes = learning_curve(monitor_dir, args.output)
     if episodes:
-        first, last = episodes[:max(1, len(episodes) // 5)], episodes[-max(1, len(episodes) // 5):]
-        print(f"mean PSNR per step: first fifth of the episodes {np.mean([e['mean_psnr'] for e in first]):.2f} dB, "
-              f"last fifth {np.mean([e['mean_psnr'] for e in last]):.2f} dB ({len(episodes)} episodes)")
+        fifth = max(1, len(episodes) // 5)
+        first, last = np.mean([e["gain_db"] for e in episodes[:fifth]]), np.mean([e["gain_db"] for e in episodes[-fifth:]])
+        print(f"gain over the uncertainty policy per frame: first fifth of the episodes {first:+.2f} dB, last fifth "
+              f"{last:+.2f} dB ({last - first:+.2f} dB, {len(episodes)} episodes)")
     print(f"wrote {final}, learning_curve.csv/png and TensorBoard logs in {args.output}")
     return final
 

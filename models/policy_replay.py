@@ -136,10 +136,11 @@ def replay_offline(policy, reconstructor, frames: np.ndarray, states: np.ndarray
 
 
 def run_live(policy, reconstructor, player, stage: str, seed: int, steps: int, color: str = "rgb",
-             with_ssim: bool = False) -> list[dict[str, Any]]:
+             with_ssim: bool = False, played: list | None = None) -> list[dict[str, Any]]:
     """Play up to ``steps`` frames of ``stage`` live with ``player`` on the buttons and ``policy`` on the
     coordinates; one row per frame (the reset frame first) with psnr (and ssim) and foreground_psnr
-    of ``reconstructor`` against the true frame. The episode may end earlier (death, flag).
+    of ``reconstructor`` against the true frame. The episode may end earlier (death, flag). ``played``, if
+    given, receives ``(frame uint8, state, state_mask)`` of every frame (to replay it offline).
 
     The oracle cannot run live (it needs the true next frame before it is emulated).
     """
@@ -161,6 +162,8 @@ def run_live(policy, reconstructor, player, stage: str, seed: int, steps: int, c
                                                        observation["state_mask"])
             step.info["reconstruction"] = reconstruction  # what the policy chooses the next coordinates from
             truth = frame_values(step.info["frame"], color)
+            if played is not None:
+                played.append((step.info["frame"].copy(), observation["state"].copy(), observation["state_mask"].copy()))
             rows.append({"step": step.step, "psnr": psnr(reconstruction, truth),
                          "ssim": ssim(reconstruction, truth) if with_ssim else float("nan"),
                          "foreground_psnr": foreground_psnr(reconstruction, truth, observation["state"],

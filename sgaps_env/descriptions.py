@@ -14,6 +14,7 @@ the agents nor the models package: a client regenerates coordinates with ``sgaps
 | `"ram"` | `s`, `c` config (:meth:`RamGuidedConfig.to_description`) | :func:`ram_guided_pixels` from the client's own state vectors |
 | `"tiers"` | `s`, `g` grid side, `t` packed 2-bit tiers, `c` share and tier budgets in per mille | :func:`hierarchical_pixels` |
 | `"tiles"` | `w` one byte per tile of a square grid | ``allocation_to_coords`` of the weights (deterministic) |
+| `"blocks"` | `s`, `x` the level's block grid offset on screen, `t` packed 2-bit class of each block under the screen, `c` one weight (0-255) per block class, for the predicted sprite boxes and for the status bar | :func:`block_weighted_pixels` |
 | `"same"` | none | keep the previous frame's coordinates (the caller's job: not decoded here) |
 
 A description comes from the network, so :func:`coords_from_description` checks every field's
@@ -24,13 +25,14 @@ from __future__ import annotations
 
 import reprlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from sgaps_env.coords import (FRAME_HEIGHT, FRAME_WIDTH, PATTERNS, RANDOM_PATTERNS, make_pattern, pixel_to_uv,
                               uv_to_pixel)
-from sgaps_env.sprites import box_mask, hud_digit_mask, predict_boxes
+from sgaps_env.sprites import HUD_ROWS, box_mask, hud_digit_mask, predict_boxes
 from sgaps_env.state import STATE_FIELDS
 from sgaps_env.tiles import allocate_tile_counts, allocation_to_coords, tile_edges
 
@@ -47,9 +49,10 @@ MAX_MARGIN = 64
 MAX_LOOKAHEAD = 60
 #: Tiers of the hierarchical budget, most important first.
 TIERS = ("critical", "important", "moderate", "optional")
-KINDS = ("fixed", "patch", "ram", "tiers", "tiles")
+KINDS = ("fixed", "patch", "ram", "tiers", "tiles", "blocks")
 _FIELDS = {"fixed": ({"k", "p"}, {"s"}), "patch": ({"k", "s"}, set()), "ram": ({"k", "s", "c"}, set()),
-           "tiers": ({"k", "s", "g", "t", "c"}, set()), "tiles": ({"k", "w"}, set())}
+           "tiers": ({"k", "s", "g", "t", "c"}, set()), "tiles": ({"k", "w"}, set()),
+           "blocks": ({"k", "s", "x", "t", "c"}, set())}
 
 
 # --- what the client knows ----------------------------------------------------------------------------
@@ -329,11 +332,144 @@ def hierarchical_pixels(count: int, tiers: np.ndarray, config: HierarchyConfig,
     return _pixels_to_coords(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
-def quantise_weights(weights) -> bytes:
-    """Tile weights (only ratios matter) -> one byte each, the largest as 255 (all zero -> all zero)."""
-    array = np.clip(np.nan_to_num(np.asarray(weights, np.float64).reshape(-1)), 0.0, None)
-    top = array.max() if array.size else 0.0
-    return (np.round(array / top * 255) if top > 0 else np.zeros_like(array)).astype(np.uint8).tobytes()
+# --- the block-weighted choice: the level's 16x16 blocks, each weighted by its class ------------------------
+
+#: Side of a level block in pixels (SMB's metatile): the grid of the ``blocks`` description follows the level.
+LEVEL_BLOCK = 16
+#: Block rows below the status bar and block columns a screen can touch (a partial column on either side).
+GRID_ROWS = (FRAME_HEIGHT - HUD_ROWS) // LEVEL_BLOCK
+GRID_COLUMNS = FRAME_WIDTH // LEVEL_BLOCK + 1
+#: Classes a block of the ``blocks`` description may be in (2 bits each); their meaning is the sender's
+#: (``models.tile_reconstructor.KNOWLEDGE_CLASSES`` for the uncertainty policy): the client only weighs them.
+BLOCK_CLASSES = 4
+#: The ``c`` field: one weight per block class, then the predicted sprite boxes', then the status bar's.
+BLOCK_WEIGHTS = BLOCK_CLASSES + 2
+#: Margin (pixels) and look-ahead (frames) of the sprite boxes the client predicts for a ``blocks`` description.
+BLOCK_SPRITE_MARGIN, BLOCK_SPRITE_LOOKAHEAD = 2, 1
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What a ``blocks`` description says: where the level's block grid sits on the next frame and how
+    much each pixel is worth.
+
+    ``offset`` is the level's scroll inside a block (camera x mod 16): block column ``j`` of ``classes``
+    covers screen columns ``16 j - offset .. 16 j - offset + 15``. ``classes`` is ``(GRID_ROWS,
+    GRID_COLUMNS)`` uint8 in ``[0, BLOCK_CLASSES)``; ``weights`` is ``BLOCK_WEIGHTS`` integers in
+    [0, 255]: per class, then inside the predicted sprite boxes (which override the block's), then on
+    the status bar. Only their ratios matter; all zero is a uniform draw.
+    """
+
+    offset: int
+    classes: np.ndarray
+    weights: tuple[int, ...]
+
+    def __post_init__(self):
+        classes = np.asarray(self.classes)
+        if classes.shape != (GRID_ROWS, GRID_COLUMNS) or classes.size and (classes.min() < 0 or classes.max() >= BLOCK_CLASSES):
+            raise ValueError(f"classes must be ({GRID_ROWS}, {GRID_COLUMNS}) integers in [0, {BLOCK_CLASSES}), got "
+                             f"shape {classes.shape}")
+        if not 0 <= self.offset < LEVEL_BLOCK:
+            raise ValueError(f"offset is the scroll inside a block, in [0, {LEVEL_BLOCK}), got {self.offset}")
+        if len(self.weights) != BLOCK_WEIGHTS or min(self.weights) < 0 or max(self.weights) > 255:
+            raise ValueError(f"weights are {BLOCK_WEIGHTS} integers in [0, 255] ({BLOCK_CLASSES} block classes, sprite "
+                             f"boxes, status bar), got {self.weights}")
+        object.__setattr__(self, "classes", classes.astype(np.uint8))
+        object.__setattr__(self, "weights", tuple(int(w) for w in self.weights))
+
+    def to_description(self, seed: int) -> dict[str, Any]:
+        return {"k": "blocks", "s": int(seed), "x": int(self.offset), "t": pack_tiers(self.classes),
+                "c": list(self.weights)}
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any]) -> "BlockPlan":
+        """The plan of a checked ``blocks`` description's fields (ValueError if malformed)."""
+        offset = _integer(description["x"], "x", 0, LEVEL_BLOCK - 1)
+        packed = _bytes(description["t"], "t", length=-(-GRID_ROWS * GRID_COLUMNS // 4))
+        weights = _integers(description["c"], "c", BLOCK_WEIGHTS)
+        if min(weights) < 0 or max(weights) > 255:
+            raise ValueError(f"description field 'c' holds {BLOCK_WEIGHTS} weights in [0, 255], got {weights}")
+        return cls(offset, _unpack_classes(packed), tuple(weights))
+
+
+def _unpack_classes(packed: bytes) -> np.ndarray:
+    data = np.frombuffer(packed, np.uint8)
+    flat = np.stack([data & 3, data >> 2 & 3, data >> 4 & 3, data >> 6 & 3], axis=1).reshape(-1)
+    return flat[:GRID_ROWS * GRID_COLUMNS].reshape(GRID_ROWS, GRID_COLUMNS)
+
+
+_ROWS, _COLS = np.divmod(np.arange(FRAME_HEIGHT * FRAME_WIDTH), FRAME_WIDTH)
+
+
+@lru_cache(maxsize=LEVEL_BLOCK)
+def block_regions(offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(block, region)`` per pixel, raster order, for a grid scrolled by ``offset``: ``block`` is the flat
+    index into ``classes`` (-1 on the status bar); ``region`` numbers every block and every 16x16 square of the
+    status bar, so that a draw can be spread region by region."""
+    level = _ROWS >= HUD_ROWS
+    block_row = (_ROWS - HUD_ROWS) // LEVEL_BLOCK
+    block_col = (_COLS + offset) // LEVEL_BLOCK
+    block = np.where(level, block_row * GRID_COLUMNS + block_col, -1)
+    hud_region = GRID_ROWS * GRID_COLUMNS + (_ROWS // LEVEL_BLOCK) * GRID_COLUMNS + _COLS // LEVEL_BLOCK
+    region = np.where(level, block, hud_region)
+    block.setflags(write=False)
+    region.setflags(write=False)
+    return block, region
+
+
+def inclusion_probabilities(weights: np.ndarray, count: int) -> np.ndarray:
+    """Per-pixel chances ``min(1, a * weights)`` summing to ``count`` (``a`` found by water-filling), so that a
+    draw of ``count`` distinct pixels follows the weights wherever they do not ask for more than every pixel.
+    Zero weights get chance 0 unless the positive ones cannot hold ``count`` pixels; then the rest is uniform."""
+    weights = np.asarray(weights, np.float64)
+    positive = weights > 0
+    if positive.sum() <= count:  # every weighted pixel, then an even share of the others
+        chances = positive.astype(np.float64)
+        rest = weights.size - int(positive.sum())
+        if rest:
+            chances[~positive] = (count - positive.sum()) / rest
+        return chances
+    ordered = np.sort(weights[positive])[::-1]
+    tail = np.cumsum(ordered[::-1])[::-1]  # tail[k]: the weight left when the k heaviest pixels are taken whole
+    full = np.arange(count + 1)
+    scales = (count - full) / tail[full]
+    # the fewest heaviest pixels at chance 1 after which no other pixel's scaled weight passes 1
+    scale = scales[np.argmax(ordered[full] * scales <= 1.0)]
+    return np.minimum(1.0, weights * scale)
+
+
+def block_weighted_pixels(count: int, plan: BlockPlan, context: ClientContext,
+                          rng: np.random.Generator) -> np.ndarray:
+    """``count`` distinct pixels, each pixel's chance in proportion to its weight: its block's class weight,
+    the sprite weight inside the boxes predicted from the client's own states, the status bar's weight on
+    the status bar. A systematic draw over the pixels grouped by block (random order inside a block) places
+    within one of the expected number of samples in every block."""
+    block, region = block_regions(plan.offset)
+    class_weights = np.asarray(plan.weights[:BLOCK_CLASSES], np.float64)
+    weights = np.where(block >= 0, class_weights[plan.classes.reshape(-1)[np.maximum(block, 0)]],
+                       float(plan.weights[BLOCK_CLASSES + 1]))
+    if context.state is not None:
+        boxes = predict_boxes(context.state, context.state_mask, context.previous_state, context.previous_mask,
+                              steps=BLOCK_SPRITE_LOOKAHEAD, margin=BLOCK_SPRITE_MARGIN)
+        inside = box_mask(boxes).reshape(-1) & (block >= 0)
+        weights[inside] = plan.weights[BLOCK_CLASSES]
+    if not weights.any():
+        weights[:] = 1.0
+    chances = inclusion_probabilities(weights, count)
+    order = np.argsort(region + rng.random(region.size), kind="stable")
+    chances = chances[order]
+    cumulative = np.cumsum(chances)
+    cumulative *= count / cumulative[-1]  # no float drift: exactly count units
+    start = 1e-6 + (1 - 2e-6) * rng.random()  # the draw's points sit at start, start + 1, ...
+    points_below = np.ceil(cumulative - start).astype(np.int64)
+    picked = np.flatnonzero(np.diff(points_below, prepend=0) > 0)
+    if len(picked) != count:  # a rounding tie at a unit boundary: settle it on the likeliest pixels
+        taken = np.zeros(order.size, bool)
+        taken[picked] = True
+        ranked = np.argsort(-(chances + taken * 2.0), kind="stable")
+        picked = np.sort(ranked[:count])
+    pixels = order[picked]
+    return _pixels_to_coords(_ROWS[pixels], _COLS[pixels])
 
 
 # --- coordinates from a description (the one function both sides run) ------------------------------------
@@ -401,6 +537,9 @@ def coords_from_description(description: dict[str, Any], count: int, context: Cl
         config = HierarchyConfig(tier_budget=tuple(b / 1000 for b in budget), importance_share=share / 1000,
                                  tiles=tiles)
         return hierarchical_pixels(count, tiers, config, _seed_rng(description))
+    if kind == "blocks":
+        return block_weighted_pixels(count, BlockPlan.from_description(description), context or ClientContext(),
+                                     _seed_rng(description))
     weights = _bytes(description["w"], "w", max_length=MAX_TILES * MAX_TILES)
     tiles = int(round(np.sqrt(len(weights))))
     if len(weights) == 0 or tiles * tiles != len(weights):

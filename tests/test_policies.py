@@ -21,26 +21,9 @@ COUNT = 300
 
 
 @pytest.fixture(scope="module")
-def session():
-    """Heuristic play of 1-1: ``(frames (T, H, W, 3) uint8, states (T, D), masks (T, D))``."""
-    import sgaps_env
-
-    env = sgaps_env.SGAPSSuperMarioBrosEnv(stage="1-1", color="rgb", return_frame=True, sample_count=COUNT)
-    player = make_player("heuristic")
-    rng = np.random.default_rng(0)
-    observation, info = env.reset(seed=0)
-    player.reset(0)
-    frames, states, masks = [info["frame"].copy()], [observation["state"]], [observation["state_mask"]]
-    for _ in range(120):
-        observation, _, terminated, truncated, info = env.step(
-            {"buttons": player.act(observation, info), "coords": make_pattern("random", COUNT, rng)})
-        frames.append(info["frame"].copy())
-        states.append(observation["state"])
-        masks.append(observation["state_mask"])
-        if terminated or truncated:
-            break
-    env.close()
-    return np.stack(frames), np.stack(states), np.stack(masks)
+def session(heuristic_play_1_1):
+    """Heuristic play of 1-1 (conftest): ``(frames, states, masks)``."""
+    return heuristic_play_1_1
 
 
 def pixel_set(coords):
@@ -194,8 +177,10 @@ _VALUES = st.recursive(
     | st.binary(max_size=300),
     lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=3), children, max_size=4),
     max_leaves=12)
-_NEAR_VALID = st.fixed_dictionaries({"k": st.sampled_from(["fixed", "patch", "ram", "tiers", "tiles", "same", "x"])},
+_NEAR_VALID = st.fixed_dictionaries({"k": st.sampled_from(["fixed", "patch", "ram", "tiers", "tiles", "blocks", "same",
+                                                           "x"])},
                                     optional={"p": st.integers(-2, 5) | _VALUES,
+                                              "x": st.integers(-2, 20) | _VALUES,
                                               "s": st.integers(-2, 2 ** 33) | _VALUES,
                                               "c": st.lists(st.integers(-5, 1100), max_size=6) | _VALUES,
                                               "g": st.integers(-1, 300) | _VALUES,
@@ -426,31 +411,6 @@ def test_importance_maps_on_the_spt(session):
         assert image.shape == (FRAME_HEIGHT, FRAME_WIDTH) and 0 <= image.min() and image.max() <= 1
     assert maps.uncertainty.max() > 0 and maps.temporal.max() > 0
     assert all(r["downlink_bytes"] <= 128 for r in rows)
-
-
-def test_train_sampler_writes_a_model_the_learned_policy_loads(tmp_path, session):
-    from experiments import train_sampler
-
-    frames, states, masks = session
-    final = train_sampler.main(tyro.cli(train_sampler.Args, args=[
-        "--output", str(tmp_path / "run"), "--stages", "1-1", "--timesteps", "64", "--n-steps", "32", "--batch-size",
-        "32", "--sample-count", str(COUNT), "--max-episode-steps", "40", "--checkpoint-every", "32"]))
-    assert final.is_file() and (tmp_path / "run" / "config.json").is_file()
-    assert list((tmp_path / "run" / "checkpoints").glob("sampler_*_steps.zip"))
-    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
-    policy, client = make_policy("learned", COUNT, learned_path=final), ClientContext()
-    coords = policy.reset(0)
-    for step in range(5):
-        data = UVCoordinates(step, description=policy.description).encode()
-        assert len(data) <= 128 and len(pixel_set(coords)) == COUNT
-        np.testing.assert_array_equal(coords_from_description(decode(data).description, COUNT, client), coords)
-        client.advance(states[step], masks[step])
-        observation = {"pixels": np.zeros((COUNT, 5), np.float32), "state": states[step], "state_mask": masks[step]}
-        coords = policy.next_coords(observation, {})
-    with pytest.raises(ValueError, match="trained with 300 pixels"):
-        make_policy("learned", 500, learned_path=final)
-    with pytest.raises(ValueError, match="train_sampler"):
-        make_policy("learned", COUNT, learned_path=tmp_path / "missing.zip")
 
 
 def test_evaluate_policies_writes_its_tables_plot_and_grid(tmp_path):

@@ -22,6 +22,7 @@ REJECTED_BY_VALIDATE = {
     "experiments/ablate_memory.py": (["--sample-count", "0"], "--sample-count"),
     "experiments/benchmark_collect.py": (["--steps", "0"], "--steps"),
     "experiments/ablate_tiles.py": (["--budget", "0"], "--budget"),
+    "experiments/ablate_sampling.py": (["--budget", "0"], "--budget"),
     "experiments/build_atlas.py": (["--max-steps", "0"], "--max-steps"),
     "experiments/build_codebook.py": (["--every", "0"], "--every"),
     "experiments/benchmark_env.py": (["--rounds", "0"], "--rounds"),
