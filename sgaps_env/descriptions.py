@@ -311,9 +311,13 @@ def unpack_tiers(packed: bytes, tiles: int) -> np.ndarray:
     if len(packed) != packed_tier_bytes(tiles):
         raise ValueError(f"a tier map for a {tiles}x{tiles} grid is {packed_tier_bytes(tiles)} bytes (four 2-bit tiers "
                          f"a byte), got {len(packed)}")
+    return unpack_two_bits(packed, tiles * tiles).reshape(tiles, tiles)
+
+
+def unpack_two_bits(packed: bytes, count: int) -> np.ndarray:
+    """The first ``count`` 2-bit values of :func:`pack_tiers`'s packing (four a byte, low bits first), uint8."""
     data = np.frombuffer(packed, np.uint8)
-    flat = np.stack([data & 3, data >> 2 & 3, data >> 4 & 3, data >> 6 & 3], axis=1).reshape(-1)
-    return flat[:tiles * tiles].reshape(tiles, tiles)
+    return np.stack([data & 3, data >> 2 & 3, data >> 4 & 3, data >> 6 & 3], axis=1).reshape(-1)[:count]
 
 
 def hierarchical_pixels(count: int, tiers: np.ndarray, config: HierarchyConfig,
@@ -389,13 +393,8 @@ class BlockPlan:
         weights = _integers(description["c"], "c", BLOCK_WEIGHTS)
         if min(weights) < 0 or max(weights) > 255:
             raise ValueError(f"description field 'c' holds {BLOCK_WEIGHTS} weights in [0, 255], got {weights}")
-        return cls(offset, _unpack_classes(packed), tuple(weights))
-
-
-def _unpack_classes(packed: bytes) -> np.ndarray:
-    data = np.frombuffer(packed, np.uint8)
-    flat = np.stack([data & 3, data >> 2 & 3, data >> 4 & 3, data >> 6 & 3], axis=1).reshape(-1)
-    return flat[:GRID_ROWS * GRID_COLUMNS].reshape(GRID_ROWS, GRID_COLUMNS)
+        classes = unpack_two_bits(packed, GRID_ROWS * GRID_COLUMNS).reshape(GRID_ROWS, GRID_COLUMNS)
+        return cls(offset, classes, tuple(weights))
 
 
 _ROWS, _COLS = np.divmod(np.arange(FRAME_HEIGHT * FRAME_WIDTH), FRAME_WIDTH)

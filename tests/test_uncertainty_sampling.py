@@ -241,3 +241,20 @@ def test_train_sampler_writes_a_model_the_learned_policy_plays(tmp_path, recorde
     model.save(tmp_path / "bare.zip")
     with pytest.raises(ValueError, match="which weights its actions correct"):
         make_policy("learned", COUNT, learned_path=tmp_path / "bare.zip", reconstructor=reconstructor)
+
+
+def test_the_shipped_sampler_loads_and_plays(session, codebook):
+    from agents.policies import DEFAULT_SAMPLER
+
+    frames, states, masks = session
+    assert DEFAULT_SAMPLER.is_file() and DEFAULT_SAMPLER.stat().st_size < 10 * 2 ** 20
+    reconstructor = TileReconstructor(codebook)
+    policy = make_policy("learned", COUNT, reconstructor=reconstructor)  # the shipped one by default
+    assert policy.path == DEFAULT_SAMPLER and len(policy.base_weights) == BLOCK_WEIGHTS
+    rows, _ = replay_offline(policy, reconstructor, frames[:30], states[:30], masks[:30], "rgb", seed=0,
+                             score_every=5, with_ssim=False)
+    assert all(r["downlink_bytes"] <= 128 for r in rows)
+    random_reconstructor = TileReconstructor(codebook)
+    random_rows, _ = replay_offline(make_policy("random", COUNT), random_reconstructor, frames[:30], states[:30],
+                                    masks[:30], "rgb", seed=0, score_every=5, with_ssim=False)
+    assert np.mean([r["psnr"] for r in rows]) > np.mean([r["psnr"] for r in random_rows])
