@@ -86,7 +86,7 @@ PAGE_BLOCKS = 16
 #: What :meth:`TileReconstructor.block_knowledge` says of a level block: named from the codebook with certainty on
 #: at least :data:`CONFIRMING_SAMPLES` samples; named with certainty on fewer; sampled, but several codebook blocks
 #: still match or none does (decoded tile by tile); never sampled in this session. On worlds 5-8 at 500 random
-#: pixels a block named on 2-7 samples is wrong 10% of the time, on 16-31 samples 1.8% (/tmp/p5/diag2.py).
+#: pixels a block named on 2-7 samples is wrong 10% of the time, on 16-31 samples 1.8%.
 KNOWLEDGE_CLASSES = ("confirmed", "guessed", "uncertain", "unseen")
 CONFIRMING_SAMPLES = 16
 
