@@ -207,7 +207,7 @@ class ImportancePolicy(_DescribedPolicy):
 
 
 #: The uncertainty policy's weights: per knowledge class of a block (``models.tile_reconstructor.KNOWLEDGE_CLASSES``:
-#: certain, uncertain, unmatched, unseen), then inside the predicted sprite boxes, then on the status bar.
+#: confirmed, guessed, uncertain, unseen), then inside the predicted sprite boxes, then on the status bar.
 UNCERTAINTY_WEIGHTS = (5, 128, 128, 255, 128, 5)
 
 
@@ -220,9 +220,9 @@ def next_camera(state: np.ndarray, previous_state: np.ndarray | None, lookahead:
 class UncertaintyPolicy(_DescribedPolicy):
     """Spends the budget where the level-agnostic reconstructor knows least about the next frame: each level
     block under the next screen (camera predicted from the last scroll) weighs by what the reconstructor's
-    memory knows of it (``TileReconstructor.block_knowledge``: certain, uncertain, unmatched, never sampled),
+    memory knows of it (``TileReconstructor.block_knowledge``: confirmed, guessed, uncertain, never sampled),
     the sprite boxes predicted from the state by their own weight, the status bar (drawn from the state) by
-    its own. Described as a ``blocks`` plan (``sgaps_env.descriptions.BlockPlan``): about 110 bytes down.
+    its own. Described as a ``blocks`` plan (``sgaps_env.descriptions.BlockPlan``): 64-75 bytes down.
 
     ``reconstructor`` is the server's ``TileReconstructor`` of this session (the one reconstructing the frames
     this policy samples): the policy reads its memory after each frame's reconstruction. ``lookahead`` is how
@@ -296,8 +296,7 @@ def plan_features(reconstructor, state: np.ndarray, state_mask: np.ndarray, prev
         padded = np.zeros((GRID_ROWS * LEVEL_BLOCK, GRID_COLUMNS * LEVEL_BLOCK), np.float32)
         padded[:, offset:offset + FRAME_WIDTH] = level
         cover = padded.reshape(GRID_ROWS, LEVEL_BLOCK, GRID_COLUMNS, LEVEL_BLOCK).mean(axis=(1, 3))
-    scroll = camera_velocity(state, previous_state) if previous_state is not None else 0
-    scalars = [scroll / 16, offset / 16, min(2.0, len(boxes) / 8), float(onehot[BLOCK_CLASSES - 1].mean()), float(onehot[1].mean())]
+    scalars = [camera_velocity(state, previous_state) / 16, offset / 16, min(2.0, len(boxes) / 8), float(onehot[BLOCK_CLASSES - 1].mean()), float(onehot[1].mean())]
     return np.concatenate([onehot.reshape(-1), cover.reshape(-1), np.asarray(scalars, np.float32)])
 
 

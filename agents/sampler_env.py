@@ -23,7 +23,6 @@ The reference's PSNR of a (session, seed) is computed once and cached: it does n
 """
 from __future__ import annotations
 
-
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
