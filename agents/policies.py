@@ -211,10 +211,10 @@ class ImportancePolicy(_DescribedPolicy):
 UNCERTAINTY_WEIGHTS = (5, 128, 128, 255, 128, 5)
 
 
-def next_camera(state: np.ndarray, previous_state: np.ndarray | None, lookahead: int = 1) -> int:
+def next_camera(state: np.ndarray, previous_state: np.ndarray | None, lookahead: float = 1) -> int:
     """Where the camera's left edge will be ``lookahead`` frames after ``state``'s (level x, >= 0): the last step's
-    scroll again each frame (0: where it is now)."""
-    return max(0, camera_x(state) + lookahead * camera_velocity(state, previous_state))
+    scroll again each frame (0: where it is now; fractions round to the nearest pixel)."""
+    return max(0, int(round(camera_x(state) + lookahead * camera_velocity(state, previous_state))))
 
 
 class UncertaintyPolicy(_DescribedPolicy):
@@ -232,11 +232,14 @@ class UncertaintyPolicy(_DescribedPolicy):
 
     name, family = "uncertainty", "adaptive"
 
-    def __init__(self, count: int, reconstructor, weights: tuple[int, ...] = UNCERTAINTY_WEIGHTS, lookahead: int = 1):
+    def __init__(self, count: int, reconstructor, weights: tuple[int, ...] = UNCERTAINTY_WEIGHTS,
+                 lookahead: float = 1.0):
         if not callable(getattr(reconstructor, "block_knowledge", None)):
             raise ValueError(f"the uncertainty policy reads the memory of a TileReconstructor (block_knowledge); got "
                              f"{type(reconstructor).__name__}: evaluate it with --reconstructor tiles")
-        self.reconstructor, self.lookahead = reconstructor, int(lookahead)
+        if not 0.0 <= lookahead <= 16.0:
+            raise ValueError(f"lookahead is 0-16 frames ahead of the last state, got {lookahead}")
+        self.reconstructor, self.lookahead = reconstructor, float(lookahead)
         self.weights = BlockPlan(0, np.zeros((GRID_ROWS, GRID_COLUMNS), np.uint8), tuple(weights)).weights
         super().__init__(count)
 
@@ -256,9 +259,17 @@ class UncertaintyPolicy(_DescribedPolicy):
 #: Range of the learned policy's action: it multiplies each of the uncertainty policy's weights by ``64 ** a``,
 #: ``a`` in [-1, 1].
 WEIGHT_RANGE = 64.0
+#: Range of the learned policy's last action: the camera is predicted ``1 + 2 a`` frames ahead (at least 0).
+LOOKAHEAD_RANGE = 2.0
+#: A learned sampler's action: the plan's ``BLOCK_WEIGHTS`` weights, then the camera's lookahead.
+SAMPLER_ACTIONS = BLOCK_WEIGHTS + 1
 #: Scalars after the maps in :func:`plan_features`: the last scroll (px / 16), the block grid's offset (/ 16), the
-#: predicted sprite boxes (/ 8), the share of the screen's blocks never sampled and of those named on few samples.
-PLAN_SCALARS = 5
+#: predicted sprite boxes (/ 8), the share of the screen's blocks never sampled and of those named on few samples,
+#: and how unfamiliar the session's levels are to the codebook (``TileReconstructor.novelty``, each x 4): the
+#: share of checked guesses that failed, the share of sampled blocks no codebook block matches.
+PLAN_SCALARS = 7
+#: Scale of the novelty scalars in :func:`plan_features` (their values are mostly below 0.3).
+NOVELTY_SCALE = 4.0
 #: Size of :func:`plan_features`: one-hot knowledge classes and the sprite-box cover, per block, then the scalars.
 PLAN_FEATURES = (BLOCK_CLASSES + 1) * GRID_ROWS * GRID_COLUMNS + PLAN_SCALARS
 
@@ -276,6 +287,19 @@ def action_to_weights(action: np.ndarray, base: tuple[int, ...] = UNCERTAINTY_WE
         raise ValueError(f"base weights are {BLOCK_WEIGHTS} positive numbers, got {tuple(base)}")
     weights = base * WEIGHT_RANGE ** action
     return tuple(int(w) for w in np.clip(np.round(weights * 255 / weights.max()), 1, 255))
+
+
+def action_to_plan(action: np.ndarray, base: tuple[int, ...] = UNCERTAINTY_WEIGHTS,
+                   base_lookahead: float = 1.0) -> tuple[tuple[int, ...], float]:
+    """A learned sampler's action, ``SAMPLER_ACTIONS`` values in [-1, 1] -> ``(weights, lookahead)``: the first
+    ``BLOCK_WEIGHTS`` correct the plan's weights (:func:`action_to_weights`), the last moves the camera prediction
+    ``LOOKAHEAD_RANGE`` frames either way of ``base_lookahead`` (at least 0 frames ahead). Zeros are the uncertainty
+    policy."""
+    action = np.clip(np.nan_to_num(np.asarray(action, np.float64).reshape(-1)), -1.0, 1.0)
+    if action.shape != (SAMPLER_ACTIONS,):
+        raise ValueError(f"a learned sampler's action is {SAMPLER_ACTIONS} values in [-1, 1] ({BLOCK_WEIGHTS} weights "
+                         f"and the camera's lookahead), got shape {action.shape}")
+    return action_to_weights(action[:BLOCK_WEIGHTS], base), max(0.0, base_lookahead + LOOKAHEAD_RANGE * action[-1])
 
 
 def plan_features(reconstructor, state: np.ndarray, state_mask: np.ndarray, previous_state: np.ndarray | None,
@@ -296,13 +320,16 @@ def plan_features(reconstructor, state: np.ndarray, state_mask: np.ndarray, prev
         padded = np.zeros((GRID_ROWS * LEVEL_BLOCK, GRID_COLUMNS * LEVEL_BLOCK), np.float32)
         padded[:, offset:offset + FRAME_WIDTH] = level
         cover = padded.reshape(GRID_ROWS, LEVEL_BLOCK, GRID_COLUMNS, LEVEL_BLOCK).mean(axis=(1, 3))
-    scalars = [camera_velocity(state, previous_state) / 16, offset / 16, min(2.0, len(boxes) / 8), float(onehot[BLOCK_CLASSES - 1].mean()), float(onehot[1].mean())]
+    failed_guesses, unmatched = reconstructor.novelty()
+    scalars = [camera_velocity(state, previous_state) / 16, offset / 16, min(2.0, len(boxes) / 8),
+               float(onehot[BLOCK_CLASSES - 1].mean()), float(onehot[1].mean()),
+               min(2.0, NOVELTY_SCALE * failed_guesses), min(2.0, NOVELTY_SCALE * unmatched)]
     return np.concatenate([onehot.reshape(-1), cover.reshape(-1), np.asarray(scalars, np.float32)])
 
 
 class LearnedPolicy(UncertaintyPolicy):
     """The uncertainty policy with its weights corrected frame by frame by a stable-baselines3 policy, from what
-    the server knows (:func:`plan_features`, :func:`action_to_weights`); trained by ``experiments/train_sampler.py``
+    the server knows (:func:`plan_features`, :func:`action_to_plan`), and its camera prediction's lookahead; trained by ``experiments/train_sampler.py``
     on worlds 1-4 (``agents.sampler_env.SamplerReplayEnv``). Same ``blocks`` description, same reconstructor
     memory."""
 
@@ -317,14 +344,14 @@ class LearnedPolicy(UncertaintyPolicy):
                              f"(it writes runs/sampler/final_model.zip) or use the shipped {DEFAULT_SAMPLER}")
         self.path, self.deterministic = path, deterministic
         self.model = PPO.load(path, device="cpu")
-        if self.model.observation_space.shape != (PLAN_FEATURES,) or self.model.action_space.shape != (BLOCK_WEIGHTS,):
+        if self.model.observation_space.shape != (PLAN_FEATURES,) or self.model.action_space.shape != (SAMPLER_ACTIONS,):
             raise ValueError(f"{path} maps observations of shape {self.model.observation_space.shape} to actions of "
                              f"shape {self.model.action_space.shape}, not ({PLAN_FEATURES},) plan features to "
-                             f"({BLOCK_WEIGHTS},) block weights: it is not a sampler trained by "
+                             f"({SAMPLER_ACTIONS},) block weights and lookahead: it is not a sampler trained by "
                              "experiments/train_sampler.py on this version")
         trained = getattr(self.model, "sgaps_sampler", None)
         if not isinstance(trained, dict) or trained.get("weight_range") != WEIGHT_RANGE \
-                or len(trained.get("base_weights", ())) != BLOCK_WEIGHTS:
+                or trained.get("lookahead_range") != LOOKAHEAD_RANGE or len(trained.get("base_weights", ())) != BLOCK_WEIGHTS:
             raise ValueError(f"{path} does not say which weights its actions correct (model.sgaps_sampler, written by "
                              "experiments/train_sampler.py) or was trained with another weight range: retrain it")
         self.base_weights = tuple(int(w) for w in trained["base_weights"])
@@ -335,7 +362,7 @@ class LearnedPolicy(UncertaintyPolicy):
         features = plan_features(self.reconstructor, context.state, context.state_mask, context.previous_state,
                                  context.previous_mask)
         action, _ = self.model.predict(features, deterministic=self.deterministic)
-        self.weights = action_to_weights(action, self.base_weights)
+        self.weights, self.lookahead = action_to_plan(action, self.base_weights)
         return super()._describe(observation, info)
 
 

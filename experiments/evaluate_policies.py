@@ -1,6 +1,6 @@
 """Score every sampling policy on held-out sessions: `python experiments/evaluate_policies.py --help`.
 
-    python experiments/evaluate_policies.py          # worlds 5-8 and 1-4, 250 / 500 / 1000 px, about 40 min
+    python experiments/evaluate_policies.py          # worlds 5-8 and 1-4, 250 / 500 / 1000 px, 13 min with 2 workers
 
 For each policy and budget, every session is replayed in order (``models.policy_replay``): the
 policy chooses each frame's coordinates from what it has seen so far, the values come from the

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tyro
 
-from agents.policies import (PLAN_FEATURES, UNCERTAINTY_WEIGHTS, UncertaintyPolicy, action_to_weights, make_policy,
-                             next_camera, plan_features)
+from agents.policies import (PLAN_FEATURES, SAMPLER_ACTIONS, UNCERTAINTY_WEIGHTS, UncertaintyPolicy, action_to_plan,
+                             action_to_weights, make_policy, next_camera, plan_features)
 from models.baselines import make_baseline
 from models.policy_replay import replay_offline
 from models.tile_reconstructor import KNOWLEDGE_CLASSES, TileReconstructor, load_codebook
@@ -135,6 +135,26 @@ def test_uncertainty_policy_skips_what_is_known_and_beats_random(session, codebo
     assert spent[0] < spent[1] / 3, f"{spent[0]:.0%} of the samples on confirmed blocks that cover {spent[1]:.0%}"
 
 
+def test_novelty_counts_the_guesses_that_later_samples_contradict(session, codebook):
+    frames, states, masks = session
+    reconstructor = TileReconstructor(codebook)
+    assert reconstructor.novelty() == (1 / 20, 0.0), "nothing sampled: the prior's failure rate, nothing unmatched"
+    sparse = make_pattern("random", 600, np.random.default_rng(0))
+    reconstructor.reconstruct(extract_pixels(frames[0], sparse, "rgb"), states[0], masks[0])
+    again = make_pattern("random", 600, np.random.default_rng(1))
+    reconstructor.reconstruct(extract_pixels(frames[0], again, "rgb"), states[0], masks[0])
+    checked, failed = reconstructor._guesses_checked, reconstructor._guesses_failed
+    assert checked > 20 and failed <= checked // 10, "the same frame again confirms what few samples named"
+    assert reconstructor.novelty()[1] < 0.1, "1-1's blocks are in the codebook"
+    inverted = 255 - frames[0]  # the same state, colours no block of the codebook has
+    reconstructor.reconstruct(extract_pixels(inverted, make_pattern("random", 600, np.random.default_rng(2)), "rgb"),
+                              states[0], masks[0])
+    assert reconstructor._guesses_failed - failed > 20, "samples that contradict guessed blocks count as failures"
+    assert reconstructor.novelty()[0] > 0.2 and reconstructor.novelty()[1] > 0.1
+    reconstructor.reset()
+    assert reconstructor.novelty() == (1 / 20, 0.0)
+
+
 def test_the_uncertainty_policy_needs_the_tile_reconstructors_memory():
     with pytest.raises(ValueError, match="--reconstructor tiles"):
         UncertaintyPolicy(COUNT, make_baseline("hold"))
@@ -152,6 +172,15 @@ def test_actions_correct_the_uncertainty_policys_weights():
     assert weights == (4, 4, 4, 4, 255, 4)
     with pytest.raises(ValueError, match="6 weights"):
         action_to_weights(np.zeros(4))
+
+
+def test_the_last_action_moves_the_camera_prediction():
+    assert action_to_plan(np.zeros(SAMPLER_ACTIONS)) == (UNCERTAINTY_WEIGHTS, 1.0)
+    assert action_to_plan(np.r_[np.zeros(BLOCK_WEIGHTS), 0.5])[1] == 2.0
+    assert action_to_plan(np.r_[np.zeros(BLOCK_WEIGHTS), -1.0])[1] == 0.0, "never behind the last state"
+    assert action_to_plan(np.r_[np.zeros(BLOCK_WEIGHTS), 7.0])[1] == 3.0, "clipped to [-1, 1]"
+    with pytest.raises(ValueError, match="lookahead"):
+        action_to_plan(np.zeros(BLOCK_WEIGHTS))
 
 
 def test_plan_features_show_the_knowledge_map_and_the_sprites(session, codebook):
@@ -195,14 +224,50 @@ def test_replay_env_rewards_the_gain_over_the_uncertainty_policy(recorded, codeb
         check_env(env, skip_render_check=True)
         sb3_check_env(env)
     assert not caught, [str(w.message) for w in caught]  # a flat bounded Box and a symmetric [-1, 1] action
-    same = np.zeros(BLOCK_WEIGHTS)
+    same = np.zeros(SAMPLER_ACTIONS)
     env.reset(seed=0)
     rewards = [env.step(same)[1] for _ in range(10)]
     assert rewards == [0.0] * 10, "the reference's own weights gain nothing"
     env.reset(seed=0)
-    worse = np.array([-1.0, -1, -1, -1, -1, 1])  # nearly everything on the status bar
+    worse = np.array([-1.0, -1, -1, -1, -1, 1, 0])  # nearly everything on the status bar
     gains = [env.step(worse)[4]["gain_db"] for _ in range(15)]
     assert np.mean(gains) < -5, gains
+    truncated = False
+    while not truncated:
+        *_, truncated, info = env.step(worse)
+        gains.append(info["gain_db"])
+    assert len(gains) == 19 and info["episode_gain_db"] == pytest.approx(np.mean(gains)), "the mean over the episode"
+    penalised = SamplerReplayEnv(list_sessions([recorded]), {1: codebook}, count=COUNT, steps=20, action_penalty=2.0)
+    penalised.reset(seed=0)
+    _, reward, _, _, info = penalised.step(worse)
+    assert reward == pytest.approx((info["gain_db"] - 2.0 * 6) / 10), "2 dB per unit of the squared corrections"
+    penalised.reset(seed=0)
+    ahead = np.r_[np.zeros(BLOCK_WEIGHTS), 1.0]  # the camera 3 frames ahead costs nothing
+    _, reward, _, _, info = penalised.step(ahead)
+    assert info["lookahead"] == 3.0 and reward == pytest.approx(info["gain_db"] / 10)
+
+
+def test_replay_env_draws_one_of_a_worlds_codebooks_per_episode(recorded, codebook, session):
+    from agents.sampler_env import SamplerReplayEnv
+    from models.tile_reconstructor import CodebookCounter
+    from sgaps_env.session_file import list_sessions
+
+    frames, states, masks = session
+    counter = CodebookCounter()
+    counter.add(frames[:3], states[:3], masks[:3])  # a codebook of 1-1's first screen only
+    small = counter.codebook(min_count=1)
+    env = SamplerReplayEnv(list_sessions([recorded]), {1: [codebook, small]}, count=COUNT, steps=20)
+    drawn = {}
+    for seed in range(12):
+        observation, info = env.reset(seed=seed)
+        for _ in range(18):
+            observation, reward, *_ = env.step(np.zeros(SAMPLER_ACTIONS))
+            assert reward == 0.0, "the reference replays with the episode's own codebook"
+        drawn.setdefault(env._book, []).append(observation[-2:])
+    assert set(drawn) == {0, 1}, "both codebooks are drawn"
+    assert np.mean(drawn[1], axis=0)[1] > np.mean(drawn[0], axis=0)[1], "the small codebook matches fewer blocks"
+    with pytest.raises(ValueError, match="empty list of codebooks"):
+        SamplerReplayEnv(list_sessions([recorded]), {1: []})
 
 
 def test_replay_env_refuses_held_out_worlds_and_missing_codebooks(recorded, codebook):
