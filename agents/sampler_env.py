@@ -4,9 +4,9 @@ Each episode replays the first ``steps`` frames of a recorded session twice, sid
 empty ``TileReconstructor`` (so the memory starts as on a level never seen): once sampled where the agent
 says, once by the reference policy (the hand-made ``UncertaintyPolicy``). The agent sets the weights of
 the next frame's ``blocks`` plan and how far ahead the camera is predicted (``agents.policies.LearnedPolicy`` is
-the same thing at run time), and its reward is how much better its reconstruction of that frame is than the reference's, in dB / 10: the signal
-is where it sampled, not how hard the scene is. Both draw their pixels with the same seed, so equal weights
-give equal samples and a reward of exactly 0.
+the same thing at run time), and its reward is how much better its reconstruction of that frame is than the
+reference's, in dB / 10: the signal is where it sampled, not how hard the scene is. Both draw their pixels
+with the same seed, so equal weights give equal samples and a reward of exactly 0.
 
 | space | shape | meaning |
 |---|---|---|
@@ -62,9 +62,8 @@ class SamplerReplayEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, sessions: list[RecordedSession], codebooks: dict[int, TileCodebook | list[TileCodebook]],
-                 count: int = 500,
-                 steps: int = 100, reward_scale: float = 10.0, base_weights: tuple[int, ...] = UNCERTAINTY_WEIGHTS,
-                 action_penalty: float = 0.0):
+                 count: int = 500, steps: int = 100, reward_scale: float = 10.0,
+                 base_weights: tuple[int, ...] = UNCERTAINTY_WEIGHTS, action_penalty: float = 0.0):
         if not sessions:
             raise ValueError("SamplerReplayEnv needs recorded sessions of worlds 1-4 with frames: record some with "
                              "agents/collect.py --store-frames --stages train-worlds")
