@@ -274,11 +274,16 @@ NOVELTY_SCALE = 4.0
 PLAN_FEATURES = (BLOCK_CLASSES + 1) * GRID_ROWS * GRID_COLUMNS + PLAN_SCALARS
 
 
+def clip_action(action: np.ndarray) -> np.ndarray:
+    """A learned sampler's action as the plan reads it: flat float64, NaN as 0, clipped to [-1, 1]."""
+    return np.clip(np.nan_to_num(np.asarray(action, np.float64).reshape(-1)), -1.0, 1.0)
+
+
 def action_to_weights(action: np.ndarray, base: tuple[int, ...] = UNCERTAINTY_WEIGHTS) -> tuple[int, ...]:
     """A learned action, ``BLOCK_WEIGHTS`` values in [-1, 1] -> the ``blocks`` plan's weights: ``base`` (the
     uncertainty policy's) each times ``64 ** a``, scaled so that the largest is 255, rounded, at least 1. An action
     of zeros is the uncertainty policy: the learned policy is a correction to it, frame by frame."""
-    action = np.clip(np.nan_to_num(np.asarray(action, np.float64).reshape(-1)), -1.0, 1.0)
+    action = clip_action(action)
     if action.shape != (BLOCK_WEIGHTS,):
         raise ValueError(f"a learned sampler's action is {BLOCK_WEIGHTS} weights in [-1, 1] ({BLOCK_CLASSES} "
                          f"knowledge classes, sprite boxes, status bar), got shape {action.shape}")
@@ -295,7 +300,7 @@ def action_to_plan(action: np.ndarray, base: tuple[int, ...] = UNCERTAINTY_WEIGH
     ``BLOCK_WEIGHTS`` correct the plan's weights (:func:`action_to_weights`), the last moves the camera prediction
     ``LOOKAHEAD_RANGE`` frames either way of ``base_lookahead`` (at least 0 frames ahead). Zeros are the uncertainty
     policy."""
-    action = np.clip(np.nan_to_num(np.asarray(action, np.float64).reshape(-1)), -1.0, 1.0)
+    action = clip_action(action)
     if action.shape != (SAMPLER_ACTIONS,):
         raise ValueError(f"a learned sampler's action is {SAMPLER_ACTIONS} values in [-1, 1] ({BLOCK_WEIGHTS} weights "
                          f"and the camera's lookahead), got shape {action.shape}")

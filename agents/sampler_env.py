@@ -33,7 +33,7 @@ import numpy as np
 from gymnasium import spaces
 
 from agents.policies import (PLAN_FEATURES, SAMPLER_ACTIONS, UNCERTAINTY_WEIGHTS, UncertaintyPolicy, action_to_plan,
-                             action_to_weights, plan_features)
+                             action_to_weights, clip_action, plan_features)
 from models.metrics import psnr
 from models.tile_reconstructor import TileReconstructor, TileCodebook
 from sgaps_env.coords import extract_pixels, frame_values
@@ -142,7 +142,7 @@ class SamplerReplayEnv(gym.Env):
 
     def step(self, action):
         self._policy.weights, self._policy.lookahead = action_to_plan(action, self.base_weights)
-        corrections = np.clip(np.nan_to_num(np.asarray(action, np.float64).reshape(-1)[:BLOCK_WEIGHTS]), -1.0, 1.0)
+        corrections = clip_action(action)[:BLOCK_WEIGHTS]
         observation = {"pixels": self._pixels, "state": self._states[self._step], "state_mask": self._masks[self._step]}
         self._coords = self._policy.next_coords(observation, {})
         self._step += 1
