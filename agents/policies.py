@@ -118,6 +118,18 @@ class _DescribedPolicy:
         self.context.advance(observation["state"], observation["state_mask"])
         return self._emit(self._describe(observation, info))
 
+    def next_description(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`next_coords` without expanding the description: a server sends it at once and expands it
+        (:meth:`described_coords`) while the client samples, off the reply's path. The same coordinates."""
+        self.context.advance(observation["state"], observation["state_mask"])
+        self.description = self._describe(observation, info)
+        return self.description
+
+    def described_coords(self) -> np.ndarray:
+        """The coordinates of the last description, from the context it was made in (call it before the next
+        frame is seen)."""
+        return coords_from_description(self.description, self.count, self.context)
+
     def _describe(self, observation, info) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -233,24 +245,25 @@ class UncertaintyPolicy(_DescribedPolicy):
     name, family = "uncertainty", "adaptive"
 
     def __init__(self, count: int, reconstructor, weights: tuple[int, ...] = UNCERTAINTY_WEIGHTS,
-                 lookahead: float = 1.0):
+                 lookahead: float = 1.0, fast_order: bool = False):
         if not callable(getattr(reconstructor, "block_knowledge", None)):
             raise ValueError(f"the uncertainty policy reads the memory of a TileReconstructor (block_knowledge); got "
                              f"{type(reconstructor).__name__}: evaluate it with --reconstructor tiles")
         if not 0.0 <= lookahead <= 16.0:
             raise ValueError(f"lookahead is 0-16 frames ahead of the last state, got {lookahead}")
-        self.reconstructor, self.lookahead = reconstructor, float(lookahead)
+        self.reconstructor, self.lookahead, self.fast_order = reconstructor, float(lookahead), bool(fast_order)
         self.weights = BlockPlan(0, np.zeros((GRID_ROWS, GRID_COLUMNS), np.uint8), tuple(weights)).weights
         super().__init__(count)
 
     def plan(self, state: np.ndarray, previous_state: np.ndarray | None) -> BlockPlan:
         """The blocks under the next screen, classed by the reconstructor's memory after ``state``'s frame."""
         camera = next_camera(state, previous_state, self.lookahead)
-        return BlockPlan(camera % LEVEL_BLOCK, self.reconstructor.block_knowledge(state, camera), self.weights)
+        return BlockPlan(camera % LEVEL_BLOCK, self.reconstructor.block_knowledge(state, camera), self.weights,
+                         self.fast_order)
 
     def _first_description(self) -> dict[str, Any]:
         unseen = np.full((GRID_ROWS, GRID_COLUMNS), BLOCK_CLASSES - 1, np.uint8)
-        return BlockPlan(0, unseen, self.weights).to_description(self._seed())
+        return BlockPlan(0, unseen, self.weights, self.fast_order).to_description(self._seed())
 
     def _describe(self, observation, info) -> dict[str, Any]:
         return self.plan(self.context.state, self.context.previous_state).to_description(self._seed())
@@ -340,15 +353,17 @@ class LearnedPolicy(UncertaintyPolicy):
 
     name, family = "learned", "learned"
 
-    def __init__(self, count: int, path: str | Path, reconstructor, deterministic: bool = True):
+    def __init__(self, count: int, path: str | Path, reconstructor, deterministic: bool = True, model=None,
+                 fast_order: bool = False):
+        """``model``: the PPO already loaded from ``path`` (a server shares one among its sessions; it is only read)."""
         from stable_baselines3 import PPO
 
         path = Path(path)
-        if not path.is_file():
+        if model is None and not path.is_file():
             raise ValueError(f"no sampler model at {path}: train one with `python experiments/train_sampler.py` "
                              f"(it writes runs/sampler/final_model.zip) or use the shipped {DEFAULT_SAMPLER}")
         self.path, self.deterministic = path, deterministic
-        self.model = PPO.load(path, device="cpu")
+        self.model = PPO.load(path, device="cpu") if model is None else model
         if self.model.observation_space.shape != (PLAN_FEATURES,) or self.model.action_space.shape != (SAMPLER_ACTIONS,):
             raise ValueError(f"{path} maps observations of shape {self.model.observation_space.shape} to actions of "
                              f"shape {self.model.action_space.shape}, not ({PLAN_FEATURES},) plan features to "
@@ -360,7 +375,7 @@ class LearnedPolicy(UncertaintyPolicy):
             raise ValueError(f"{path} does not say which weights its actions correct (model.sgaps_sampler, written by "
                              "experiments/train_sampler.py) or was trained with another weight range: retrain it")
         self.base_weights = tuple(int(w) for w in trained["base_weights"])
-        super().__init__(count, reconstructor, self.base_weights)
+        super().__init__(count, reconstructor, self.base_weights, fast_order=fast_order)
 
     def _describe(self, observation, info) -> dict[str, Any]:
         context = self.context
@@ -478,13 +493,14 @@ class ScheduledPolicy:
 
 
 def make_policy(name: str, count: int, *, learned_path: str | Path | None = None,
-                analyzer=None, ram_config: RamGuidedConfig | None = None, reconstructor=None):
+                analyzer=None, ram_config: RamGuidedConfig | None = None, reconstructor=None, fast_order: bool = False):
     """The policy called ``name`` (one of ``POLICY_NAMES``) with a budget of ``count`` pixels.
 
     ``learned_path`` is the sampler ``.zip`` the ``learned`` policy loads (default: the shipped one);
     ``analyzer`` an ``models.importance.ImportanceAnalyzer`` for ``importance`` (a new one on the shipped SPT
     otherwise); ``reconstructor`` the session's ``TileReconstructor``, whose memory ``uncertainty`` and
-    ``learned`` read.
+    ``learned`` read; ``fast_order`` their blocks' faster within-block order (``BlockPlan.fast_order``, what the
+    live server uses).
     """
     if name in ("uncertainty", "learned") and reconstructor is None:
         raise ValueError(f"the {name!r} policy reads the memory of the session's TileReconstructor: pass "
@@ -498,9 +514,10 @@ def make_policy(name: str, count: int, *, learned_path: str | Path | None = None
     if name == "importance":
         return ImportancePolicy(count, analyzer)
     if name == "uncertainty":
-        return UncertaintyPolicy(count, reconstructor)
+        return UncertaintyPolicy(count, reconstructor, fast_order=fast_order)
     if name == "learned":
-        return LearnedPolicy(count, DEFAULT_SAMPLER if learned_path is None else learned_path, reconstructor)
+        return LearnedPolicy(count, DEFAULT_SAMPLER if learned_path is None else learned_path, reconstructor,
+                             fast_order=fast_order)
     if name == "oracle":
         return OraclePolicy(count)
     raise ValueError(f"unknown sampling policy {name!r}: expected one of {POLICY_NAMES}")

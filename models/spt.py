@@ -655,5 +655,42 @@ class SPTReconstructor:
             result["uncertainty"] = spread[0].mean(0).cpu().numpy()
         return result
 
+    @staticmethod
+    @torch.inference_mode()
+    def reconstruct_batch(reconstructors: list["SPTReconstructor"],
+                          frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[np.ndarray | ValueError]:
+        """Frames of several sessions in one forward pass: ``frames[i] = (pixels, state, state_mask)`` of the
+        session whose memory is ``reconstructors[i]`` (all on one network) -> its ``(H, W, C)`` frame, the same as
+        ``reconstructors[i].reconstruct(*frames[i])``. A frame its session rejects comes back as the ValueError and
+        leaves that memory as it was; the others are reconstructed all the same (what a server batching many
+        clients needs)."""
+        if len(reconstructors) != len(frames):
+            raise ValueError(f"{len(reconstructors)} reconstructors for {len(frames)} frames: pass one per frame")
+        if len({id(r.model) for r in reconstructors}) > 1:
+            raise ValueError("reconstruct_batch batches one network: the reconstructors must share their model "
+                             "(build them with SPTReconstructor.from_model)")
+        results: list[np.ndarray | ValueError] = [ValueError("not reconstructed")] * len(frames)
+        accepted, inputs = [], []
+        for index, (reconstructor, frame) in enumerate(zip(reconstructors, frames)):
+            try:
+                inputs.append(reconstructor.inputs(*frame))
+            except ValueError as error:
+                results[index] = error
+                continue
+            accepted.append(index)
+        if not accepted:
+            return results
+        first = reconstructors[accepted[0]]
+        outputs = first.model(collate_inputs(inputs, first.device))["frame"].clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        for row, index in enumerate(accepted):
+            reconstructor, prepared, frame = reconstructors[index], inputs[row], outputs[row]
+            cols, rows = prepared["token_xy"][:, 0], prepared["token_xy"][:, 1]
+            frame[rows, cols] = prepared["token_values"]
+            reconstructor.memory.update(rows, cols, prepared["token_values"], prepared["state"],
+                                        prepared["state_mask"],
+                                        reconstruction=frame if reconstructor.reconstruction_feedback else None)
+            results[index] = frame
+        return results
+
     def __repr__(self) -> str:
         return f"SPTReconstructor({str(self.checkpoint) if self.checkpoint else 'in-memory model'!r})"

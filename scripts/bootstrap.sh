@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with Python >= 3.13 and install the project (editable, with the dev and ray extras).
+# Also installs Debian's chromium (for the headless browser test) when missing and running as root with apt-get.
 # Idempotent: does nothing when .venv already matches setup.cfg and pyproject.toml.
 # Set PYTHON=/path/to/python3.13 to choose the interpreter.
 set -euo pipefail
@@ -20,6 +21,32 @@ find_python() {
   done
   return 1
 }
+
+# Headless Chromium renders the live server's page in tests/test_browser.py. Checked before the venv's
+# early exit so an up-to-date venv still gets it; costs one stat when it is already installed.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "warning: /usr/bin/chromium missing and cannot apt-get install it (needs root + apt); the browser test will be skipped." >&2
+    return 0
+  fi
+  echo "Installing chromium with apt-get (a minute or two)"
+  export DEBIAN_FRONTEND=noninteractive
+  # Package lists are often empty in fresh containers: refresh them only when apt does not know chromium.
+  local apt_log
+  apt_log=$(mktemp)
+  if ! apt-cache show chromium >/dev/null 2>&1; then
+    apt-get update -qq >"$apt_log" 2>&1 || true
+  fi
+  if apt-get install -y -qq --no-install-recommends chromium >>"$apt_log" 2>&1 && [ -x /usr/bin/chromium ]; then
+    echo "Installed: $(/usr/bin/chromium --version 2>/dev/null)"
+  else
+    echo "warning: apt-get install chromium failed; the browser test will be skipped. Last apt output:" >&2
+    tail -n 5 "$apt_log" >&2
+  fi
+  rm -f "$apt_log"
+}
+ensure_chromium
 
 stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ]; then

@@ -20,6 +20,8 @@ the true frames as ground truth. A session file is an HDF5 **index** file plus a
         timestamps   (T,) float64          seconds since the episode's reset
         frame_index  (T,) int64            NES frames emulated since reset, at this row
         ram          (T, 2048) uint8       optional: the RAM each frame was drawn from
+        reconstructions      (K, H, W, C) uint8  optional: a model's reconstruction of K rows, round(value * 255)
+        reconstruction_steps (K,) int64          optional: the row each reconstruction belongs to (ascending)
 
 The observation's ``pixels`` ``(T, N, 2 + C)`` are ``coords`` as pixel centres beside ``values``:
 ``u = (x + 0.5) / 256``, ``v = (y + 0.5) / 240`` (``session_pixels`` rebuilds them bit for bit).
@@ -36,6 +38,14 @@ temporary file and renamed over the old one. Renames are atomic, so a kill at an
 every indexed session complete and the index openable; a shard finished but not yet indexed is
 picked up by ``SessionFile.recover()`` (the recorder calls it on every start).
 
+Several threads may add sessions to one index at once (a server closing many sessions): every change
+to the index re-reads it from disk and rewrites it under one lock per index path (``index_lock``), so
+no thread's entry is lost to another's stale copy. Two *processes* writing one index still need the
+recorder's lock file (``collect.py`` takes ``sessions.h5.lock``).
+
+A session streamed over the network is journaled frame by frame and turned into a shard when it ends
+(``sgaps_env.session_journal``): a shard is only ever written whole.
+
 Frames are stored as palette indices (Super Mario Bros uses a few dozen colours) compressed with
 Zstandard through ``hdf5plugin``: reading them needs ``import hdf5plugin`` before opening.
 """
@@ -48,6 +58,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -160,6 +171,10 @@ class SessionData:
     frames: np.ndarray | None = None
     palette: np.ndarray | None = None
     ram: np.ndarray | None = None
+    reconstructions: np.ndarray | None = None
+    """optional ``(K, H, W, C)`` uint8: a model's reconstructions of some rows, ``round(value * 255)``"""
+    reconstruction_steps: np.ndarray | None = None
+    """optional ``(K,)`` int64: the row each of ``reconstructions`` belongs to (given with it)"""
     attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -251,7 +266,7 @@ _PER_STEP = ("coords", "values", "state", "state_mask", "buttons", "rewards", "t
 
 
 def _compression(name: str) -> dict[str, Any]:
-    if name == "frames":
+    if name in ("frames", "reconstructions"):
         return dict(hdf5plugin.Zstd(clevel=6))
     return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
@@ -273,8 +288,29 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
+def _checked_reconstructions(data: SessionData) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(steps, images)`` of ``data`` checked against its rows, or None when it has none."""
+    images, steps = data.reconstructions, data.reconstruction_steps
+    if images is None and steps is None:
+        return None
+    if images is None or steps is None:
+        raise ValueError("SessionData.reconstructions and reconstruction_steps go together: give both or neither")
+    images, steps = np.asarray(images), np.asarray(steps)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"reconstructions must be (K, H, W, C) uint8 with C 1 or 3 (round(value * 255)), got "
+                         f"{images.dtype} {images.shape}")
+    if steps.shape != images.shape[:1] or not np.issubdtype(steps.dtype, np.integer):
+        raise ValueError(f"reconstruction_steps must be (K,) integers, one row per reconstruction: got "
+                         f"{steps.dtype} {steps.shape} for {len(images)} reconstructions")
+    rows = len(data.buttons)
+    if len(steps) and (steps.min() < 0 or steps.max() >= rows or (np.diff(steps) <= 0).any()):
+        raise ValueError(f"reconstruction_steps must be ascending rows in [0, {rows}), got {steps.tolist()[:10]} (first 10)")
+    return steps.astype(np.int64), images
+
+
 def write_shard(path: Path, data: SessionData) -> None:
     """Write one session to ``path`` atomically: a temporary file, fsync, then rename."""
+    reconstructions = _checked_reconstructions(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -288,6 +324,9 @@ def write_shard(path: Path, data: SessionData) -> None:
                     _write_array(group, name, getattr(data, name))
             if data.palette is not None:
                 group.create_dataset("palette", data=data.palette)
+            if reconstructions is not None and len(reconstructions[0]):
+                _write_array(group, "reconstruction_steps", reconstructions[0])
+                _write_array(group, "reconstructions", reconstructions[1])
             attrs = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "package_version": _package_version(),
                      "created": _now(), "checkpoint_key": data.checkpoint_key, "session_id": data.session_id,
                      **data.attrs}
@@ -374,6 +413,20 @@ def frames_rgb(group: h5py.Group, rows: slice | np.ndarray | int = slice(None)) 
 
 # --- the index ------------------------------------------------------------------------------------------
 
+_INDEX_LOCKS: dict[str, threading.RLock] = {}
+_INDEX_LOCKS_GUARD = threading.Lock()
+
+
+def index_lock(index_path: str | os.PathLike) -> threading.RLock:
+    """The one lock of this process for the index at ``index_path`` (any spelling of the same path).
+
+    ``SessionFile`` holds it while it re-reads and rewrites the index, so threads that add sessions to one
+    index at once never lose each other's entries. Hold it around several index changes to make them one.
+    """
+    key = os.path.realpath(os.path.abspath(index_path))
+    with _INDEX_LOCKS_GUARD:
+        return _INDEX_LOCKS.setdefault(key, threading.RLock())
+
 
 @dataclass(frozen=True)
 class SessionEntry:
@@ -399,15 +452,18 @@ class SessionFile:
         #: indexed sessions whose stored link does not point into this index's shards folder (the index and
         #: its folder were moved or renamed together); reading does not need the links, ``repair()`` rewrites them
         self.stale_links = 0
-        if self.path.exists():
-            self._entries, self.stale_links = self._read_index(self.path)
-        elif create:
-            self._check_writable()
-            self._entries = {}
-            self._write_index()
-        else:
-            raise SessionFileError(f"{self.path} does not exist: record sessions with "
-                                   f"`python agents/collect.py --output {self.path}`")
+        #: the index file's identity when this object last read or wrote it (``_reload`` skips an unchanged file)
+        self._index_stamp: tuple | None = None
+        with index_lock(self.path):
+            if self.path.exists():
+                self._reload()
+            elif create:
+                self._check_writable()
+                self._entries = {}
+                self._write_index()
+            else:
+                raise SessionFileError(f"{self.path} does not exist: record sessions with "
+                                       f"`python agents/collect.py --output {self.path}`")
 
     # reading --------------------------------------------------------------------------------------------
 
@@ -448,6 +504,22 @@ class SessionFile:
             raise SessionFileError(f"{path} could not be read as a session file ({error}); it may be corrupt. "
                                    "Nothing was changed: record into another path") from error
 
+    def _reload(self) -> None:
+        """Re-read the index from disk (call with ``index_lock`` held, before changing it): another
+        ``SessionFile`` of this index, in another thread, may have added sessions since this one read it."""
+        stamp = self._stamp()
+        if stamp is not None and stamp != self._index_stamp:
+            self._entries, self.stale_links = self._read_index(self.path)
+            self._index_stamp = stamp
+
+    def _stamp(self) -> tuple | None:
+        """What identifies one version of the index file (every write renames a new file over it), or None."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_dev, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
     def entries(self) -> list[SessionEntry]:
         """Indexed sessions, sorted by checkpoint key and session id."""
         return [self._entries[key] for key in sorted(self._entries)]
@@ -479,13 +551,15 @@ class SessionFile:
         Returns ``{"dropped": [(entry, problem), ...], "relinked": n}``; rerunning the recorder's command
         records the dropped sessions again.
         """
-        dropped = self.damaged()
-        relinked = self.stale_links
-        if dropped or relinked:
-            for entry, _ in dropped:
-                del self._entries[(entry.checkpoint_key, entry.session_id)]
-            self._write_index()
-            self.stale_links = 0
+        with index_lock(self.path):
+            self._reload()
+            dropped = self.damaged()
+            relinked = self.stale_links
+            if dropped or relinked:
+                for entry, _ in dropped:
+                    del self._entries[(entry.checkpoint_key, entry.session_id)]
+                self._write_index()
+                self.stale_links = 0
         return {"dropped": dropped, "relinked": relinked}
 
     # writing --------------------------------------------------------------------------------------------
@@ -505,7 +579,8 @@ class SessionFile:
                           check_name("session id", session_id))
 
     def _write_index(self) -> None:
-        """Rewrite the index atomically from ``self._entries``."""
+        """Rewrite the index atomically from ``self._entries`` (callers hold ``index_lock`` and ``_reload()``
+        first, so that the entries written include every other writer's)."""
         try:
             handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         except OSError as error:
@@ -528,27 +603,40 @@ class SessionFile:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        self._index_stamp = self._stamp()
 
     def _entry_for(self, checkpoint_key: str, session_id: str) -> SessionEntry:
         shard = self.shard_path(checkpoint_key, session_id).relative_to(self.path.parent)
         return SessionEntry(checkpoint_key, session_id, shard.as_posix())
 
     def add(self, data: SessionData) -> SessionEntry:
-        """Write ``data`` as a shard and index it. An already indexed (key, id) is an error."""
-        if (data.checkpoint_key, data.session_id) in self._entries:
-            raise ValueError(f"session {data.checkpoint_key}/{data.session_id} is already in {self.path}")
+        """Write ``data`` as a shard and index it. An already indexed (key, id) is an error.
+
+        The shard is written without the index lock (other threads keep adding meanwhile); only the index
+        update holds it."""
+        with index_lock(self.path):
+            self._reload()
+            if (data.checkpoint_key, data.session_id) in self._entries:
+                raise ValueError(f"session {data.checkpoint_key}/{data.session_id} is already in {self.path}")
         write_shard(self.shard_path(data.checkpoint_key, data.session_id), data)
         return self.index_written(data.checkpoint_key, data.session_id)
 
     def index_written(self, checkpoint_key: str, session_id: str) -> SessionEntry:
         """Index a shard that is already complete on disk (written by ``write_shard``, e.g. by a worker)."""
         entry = self._entry_for(checkpoint_key, session_id)
-        self._entries[(checkpoint_key, session_id)] = entry
-        self._write_index()
+        with index_lock(self.path):
+            self._reload()
+            self._entries[(checkpoint_key, session_id)] = entry
+            self._write_index()
         return entry
 
     def recover(self) -> list[SessionEntry]:
         """Index complete shards that a killed recorder wrote but did not index; remove stale temporaries."""
+        with index_lock(self.path):
+            self._reload()
+            return self._recover()
+
+    def _recover(self) -> list[SessionEntry]:
         found = []
         if not self.shards_dir.exists():
             return found
@@ -728,6 +816,17 @@ class RecordedSession:
     def frame_values(self, rows: slice | np.ndarray = slice(None), color: str = "rgb") -> np.ndarray:
         """True frames in a colour mode's values ``(T, H, W, C)`` float32 in [0, 1] (see ``coords.frame_values``)."""
         return frame_values(self.frames(rows), color)
+
+    def reconstructions(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps (K,) int64, images (K, H, W, C) uint8)``: the reconstructions stored with the session (a
+        server's, see ``sgaps_env.session_journal``) and the row of each; ``values = images / 255``.
+        Empty arrays (K = 0) when the session has none."""
+        with self.group() as group:
+            if "reconstructions" in group:
+                return group["reconstruction_steps"][:], group["reconstructions"][:]
+            height, width = (int(size) for size in group.attrs.get("resolution", (FRAME_HEIGHT, FRAME_WIDTH)))
+            channels = int(group["values"].shape[-1])
+            return np.zeros(0, dtype=np.int64), np.zeros((0, height, width, channels), dtype=np.uint8)
 
     def _check_frames(self, group: h5py.Group) -> None:
         if "frames" not in group:

@@ -38,10 +38,16 @@ message               tag  fields (key)                          encoding
                                                                  when it is ``DEFAULT_SENTINEL``. No
                                                                  coordinates: the server chose them.
 ``Heartbeat``         5    timestamp_ms (m)                      int
+``FrameTruth``        9    frame_id (i), height (h), width (w),  int, int, int; ``f``: H*W*3 uint8 bytes, row by
+                           frame (f)                             row. Opt-in, for evaluation only: the true
+                                                                 frame, so that the server can score its
+                                                                 reconstruction (about 5-9 KB a frame)
 *server -> client*
-``SessionStartAck``   2    session_id (i), checkpoint_loaded     str, bool, int, int, float, str
-                           (l), sample_count (n), max_state_dim
-                           (d), target_fps (f), model_version (v)
+``ConnectionAck``     8    client_id (i), server_version (v)     str, str: the first message on a connection
+``SessionStartAck``   2    session_id (i), checkpoint_loaded     str, bool, int, int, float, str, str (the
+                           (l), sample_count (n), max_state_dim  ``k`` of the policy's descriptions, see
+                           (d), target_fps (f), model_version    ``sgaps_env.descriptions``; ``p`` left out
+                           (v), description_kind (p)             when empty)
 ``UVCoordinates``     4    frame_id (i), description (d) *or*    int; ``d``: a msgpack map that a sampling
                            coords (p); importance_map (q, g, a)  policy writes and the client expands
                                                                  deterministically (not interpreted here);
@@ -111,8 +117,9 @@ from sgaps_env.coords import COLOR_CHANNELS, FRAME_HEIGHT, FRAME_WIDTH, channels
 from sgaps_env.state import DEFAULT_MAX_STATE_DIM, DEFAULT_SENTINEL, STATE_FIELDS
 
 __all__ = [
-    "MAX_DECODED_BYTES", "MESSAGE_TYPES", "ZLIB_LEVEL", "ErrorMessage", "FrameData", "Heartbeat", "HeartbeatAck",
-    "Message", "SessionStart", "SessionStartAck", "UVCoordinates", "decode", "message_size",
+    "MAX_DECODED_BYTES", "MESSAGE_TYPES", "ZLIB_LEVEL", "ConnectionAck", "ErrorMessage", "FrameData", "FrameTruth",
+    "Heartbeat", "HeartbeatAck", "Message", "SessionStart", "SessionStartAck", "UVCoordinates", "decode",
+    "message_size",
 ]
 
 #: zlib compression level of every message.
@@ -282,6 +289,7 @@ class SessionStartAck(_Message):
     max_state_dim: int
     target_fps: float
     model_version: str
+    description_kind: str = ""
 
     TAG: ClassVar[int] = 2
 
@@ -297,10 +305,14 @@ class SessionStartAck(_Message):
             raise ValueError(f"target_fps must be positive, got {fps}")
         object.__setattr__(self, "target_fps", fps)
         _str(self.model_version, "model_version")
+        _str(self.description_kind, "description_kind")
 
     def _to_map(self):
-        return {"i": self.session_id, "l": self.checkpoint_loaded, "n": self.sample_count, "d": self.max_state_dim,
+        data = {"i": self.session_id, "l": self.checkpoint_loaded, "n": self.sample_count, "d": self.max_state_dim,
                 "f": self.target_fps, "v": self.model_version}
+        if self.description_kind:
+            data["p"] = self.description_kind
+        return data
 
     @classmethod
     def _from_map(cls, data):
@@ -308,7 +320,8 @@ class SessionStartAck(_Message):
         return _rewrap(name, lambda: cls(
             _get(data, "i", str, "session_id", name), _get(data, "l", bool, "checkpoint_loaded", name),
             _get(data, "n", int, "sample_count", name), _get(data, "d", int, "max_state_dim", name),
-            _get(data, "f", (int, float), "target_fps", name), _get(data, "v", str, "model_version", name)))
+            _get(data, "f", (int, float), "target_fps", name), _get(data, "v", str, "model_version", name),
+            _get(data, "p", str, "description_kind", name, "")))
 
 
 @dataclass(frozen=True, eq=False)
@@ -677,12 +690,75 @@ class ErrorMessage(_Message):
         return _rewrap(name, lambda: cls(_get(data, "c", int, "code", name), _get(data, "m", str, "message", name)))
 
 
-Message = SessionStart | SessionStartAck | FrameData | UVCoordinates | Heartbeat | HeartbeatAck | ErrorMessage
+@dataclass(frozen=True, eq=False)
+class ConnectionAck(_Message):
+    """Server -> client: the connection is accepted (the seed design's ``connection_ack``)."""
+
+    client_id: str
+    server_version: str
+
+    TAG: ClassVar[int] = 8
+
+    def __post_init__(self):
+        _str(self.client_id, "client_id")
+        _str(self.server_version, "server_version")
+
+    def _to_map(self):
+        return {"i": self.client_id, "v": self.server_version}
+
+    @classmethod
+    def _from_map(cls, data):
+        name = cls.__name__
+        return _rewrap(name, lambda: cls(_get(data, "i", str, "client_id", name),
+                                         _get(data, "v", str, "server_version", name)))
+
+
+@dataclass(frozen=True, eq=False)
+class FrameTruth(_Message):
+    """Client -> server, opt-in, for evaluation only: the true ``(H, W, 3)`` uint8 RGB frame ``frame_id``.
+
+    A debugging client sends it just before the frame's ``FrameData`` so that the server can score its
+    reconstruction (PSNR) and record the true frame; a real client never does (it is the frame itself).
+    """
+
+    frame_id: int
+    frame: np.ndarray
+
+    TAG: ClassVar[int] = 9
+
+    def __post_init__(self):
+        object.__setattr__(self, "frame_id", _int(self.frame_id, "frame_id", 0))
+        frame = np.asarray(self.frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 \
+                or not (1 <= frame.shape[0] <= FRAME_HEIGHT and 1 <= frame.shape[1] <= FRAME_WIDTH):
+            raise ValueError(f"frame must be (H, W, 3) uint8 RGB with H <= {FRAME_HEIGHT} and W <= {FRAME_WIDTH} "
+                             f"(the emulator's frame), got {frame.dtype} {frame.shape}")
+        object.__setattr__(self, "frame", _frozen_array(np.ascontiguousarray(frame).copy()))
+
+    def _to_map(self):
+        height, width, _ = self.frame.shape
+        return {"i": self.frame_id, "h": height, "w": width, "f": self.frame.tobytes()}
+
+    @classmethod
+    def _from_map(cls, data):
+        name = cls.__name__
+        height = _get(data, "h", int, "height", name)
+        width = _get(data, "w", int, "width", name)
+        raw = _get(data, "f", bytes, "frame", name)
+        if not (1 <= height <= FRAME_HEIGHT and 1 <= width <= FRAME_WIDTH) or len(raw) != height * width * 3:
+            raise ValueError(f"malformed {name} message: {len(raw)} frame bytes do not make a {height}x{width}x3 "
+                             f"frame of at most {FRAME_HEIGHT}x{FRAME_WIDTH}")
+        frame = np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+        return _rewrap(name, lambda: cls(_get(data, "i", int, "frame_id", name), frame))
+
+
+Message = (SessionStart | SessionStartAck | FrameData | UVCoordinates | Heartbeat | HeartbeatAck | ErrorMessage
+           | ConnectionAck | FrameTruth)
 
 #: Type tag -> message class.
 MESSAGE_TYPES: dict[int, type[_Message]] = {
     cls.TAG: cls for cls in (SessionStart, SessionStartAck, FrameData, UVCoordinates, Heartbeat, HeartbeatAck,
-                             ErrorMessage)
+                             ErrorMessage, ConnectionAck, FrameTruth)
 }
 
 

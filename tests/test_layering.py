@@ -3,7 +3,7 @@
 Every ``import`` and ``from ... import`` in every module of the four packages is read with ``ast``:
 at module level and inside functions and classes, relative imports resolved against the module's
 package, and ``importlib.import_module("...")`` / ``__import__("...")`` with a literal name. A
-``server`` package, when there is one, sits above ``models`` and ``agents``. The environment package
+``sgaps_server`` package (the live server) sits above ``models`` and ``agents``. The environment package
 loads no checkpoint: nothing in ``sgaps_env`` imports torch, and making and stepping the env loads
 neither torch nor the upper layers.
 """
@@ -25,8 +25,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sgaps_env": frozenset({"sgaps_env"}),
     "models": frozenset({"sgaps_env", "models"}),
     "agents": frozenset({"sgaps_env", "models", "agents"}),
-    "server": frozenset({"sgaps_env", "models", "agents", "server"}),
-    "experiments": frozenset({"sgaps_env", "models", "agents", "server", "experiments"}),
+    "sgaps_server": frozenset({"sgaps_env", "models", "agents", "sgaps_server"}),
+    "experiments": frozenset({"sgaps_env", "models", "agents", "sgaps_server", "experiments"}),
 }
 PROJECT_PACKAGES = frozenset(ALLOWED)
 
@@ -151,8 +151,8 @@ def test_the_checker_catches_upward_imports_wherever_they_are_written(tmp_path):
         "agents/__init__.py": "",
         "agents/collect.py": "from experiments.cli import parse_args\n",
         "agents/players.py": "import importlib\nimportlib.import_module('experiments.demo')\n",
-        "experiments/demo.py": "import agents, models, sgaps_env\nfrom server import app\n",
-        "server/app.py": "from agents.players import RandomPlayer\nimport experiments.demo\n",
+        "experiments/demo.py": "import agents, models, sgaps_env\nfrom sgaps_server import app\n",
+        "sgaps_server/app.py": "from agents.players import RandomPlayer\nimport experiments.demo\n",
     })
     violations = layering_violations(tmp_path)
     report = "\n".join(violations)
@@ -163,7 +163,7 @@ def test_the_checker_catches_upward_imports_wherever_they_are_written(tmp_path):
         "models/metrics.py:1: from ..agents.players import RandomPlayer  (relative import beyond",
         "agents/collect.py:1: from experiments.cli import parse_args  (agents may import only",
         "agents/players.py:2: importlib.import_module('experiments.demo')  (agents may import only",
-        "server/app.py:2: import experiments.demo  (server may import only",
+        "sgaps_server/app.py:2: import experiments.demo  (sgaps_server may import only",
     ]
     for line in expected:
         assert any(violation.startswith(line) for violation in violations), f"missed {line!r} in:\n{report}"
@@ -193,7 +193,7 @@ def test_making_and_playing_the_env_loads_neither_torch_nor_the_upper_layers():
         env.reset(seed=0)
         env.step(env.action_space.sample())
         loaded = sorted(name for name in sys.modules if name.split(".")[0] in
-                        ("torch", "models", "agents", "experiments", "server"))
+                        ("torch", "models", "agents", "experiments", "sgaps_server"))
         print("LOADED", loaded)
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "experiments").glob("*.py")
-                 if path.name not in ("__init__.py", "cli.py")) + ["agents/collect.py", "agents/explore.py", "agents/train_player.py"]
+                 if path.name not in ("__init__.py", "cli.py")) + ["agents/collect.py", "agents/explore.py", "agents/train_player.py",
+                                                       "agents/stream.py"]
 
 #: For each script, arguments that its own range checks (``validate``) reject, and the option the error names.
 REJECTED_BY_VALIDATE = {
@@ -29,6 +30,7 @@ REJECTED_BY_VALIDATE = {
     "experiments/coverage.py": (["missing.h5", "--target", "1.5"], "--target"),
     "agents/explore.py": (["--max-minutes", "0"], "--max-minutes"),
     "experiments/benchmark_reconstructor.py": (["--frames", "8", "--batch", "32"], "--frames"),
+    "experiments/benchmark_server.py": (["--frames", "0"], "--frames"),
     "experiments/demo.py": (["--steps", "0"], "--steps"),
     "experiments/evaluate_players.py": (["--episodes", "0"], "--episodes"),
     "experiments/evaluate_policies.py": (["--budgets", "0"], "--budgets"),

@@ -323,3 +323,28 @@ def test_the_shipped_sampler_loads_and_plays(session, codebook):
     random_rows, _ = replay_offline(make_policy("random", COUNT), random_reconstructor, frames[:30], states[:30],
                                     masks[:30], "rgb", seed=0, score_every=5, with_ssim=False)
     assert np.mean([r["psnr"] for r in rows]) > np.mean([r["psnr"] for r in random_rows])
+
+
+def test_fast_block_order_is_its_own_draw_and_both_ends_agree():
+    """``o: 1`` travels in the description and selects the row-wise order: same pixels from the description on
+    the client, another draw than the default (which stays the published one), the same spread over blocks."""
+    from sgaps_env.descriptions import _shuffled_by_region
+
+    classes = np.random.default_rng(1).integers(0, 4, (GRID_ROWS, GRID_COLUMNS)).astype(np.uint8)
+    fast, slow = BlockPlan(7, classes, (5, 128, 128, 255, 128, 5), True), BlockPlan(7, classes, (5, 128, 128, 255, 128, 5))
+    assert fast.to_description(3)["o"] == 1 and "o" not in slow.to_description(3)
+    context = ClientContext()
+    fast_coords = coords_from_description(fast.to_description(3), 500, context)
+    slow_coords = coords_from_description(slow.to_description(3), 500, context)
+    again = coords_from_description(decode(UVCoordinates(1, description=fast.to_description(3)).encode()).description,
+                                    500, context)
+    assert np.array_equal(fast_coords, again) and not np.array_equal(fast_coords, slow_coords)
+    _, region = block_regions(7)
+    order = _shuffled_by_region(7, np.random.default_rng(0))
+    assert np.array_equal(np.sort(order), np.arange(region.size)) and np.all(np.diff(region[order]) >= 0)
+    flat = [np.ravel_multi_index(uv_to_pixel(c), (240, FRAME_WIDTH)) for c in (fast_coords, slow_coords)]
+    per_block = [np.bincount(block_regions(7)[0][f] + 1, minlength=GRID_ROWS * GRID_COLUMNS + 1) for f in flat]
+    assert np.abs(per_block[0] - per_block[1]).max() <= 2  # both place each block's expected count, within one
+    with pytest.raises(ValueError, match="'o'"):
+        coords_from_description({**fast.to_description(3), "o": 2}, 500, context)
+
