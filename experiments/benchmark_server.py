@@ -5,7 +5,8 @@ is not measured). Clients run in --client-processes other processes, each sessio
 frames played once at the start (the heuristic player on --stages; sessions alternate stages) through
 ``agents.stream.StreamClient``: every frame is sampled at the coordinates the server chose, exactly as
 the env samples, and paced at --fps on an absolute schedule (a late frame is sent at once; the schedule
-does not slip). Replaying played frames instead of emulating keeps the clients' CPU small, so the numbers
+does not slip) that starts at a random phase of one frame period per session (players do not start in
+lockstep; sessions sending on the same instant would all queue behind each other). Replaying played frames instead of emulating keeps the clients' CPU small, so the numbers
 are the server's.
 
 For each number of sessions in --sessions, for --seconds:
@@ -224,11 +225,12 @@ def _session(url: str, stage_index: int, color: str, fps: float, seconds: float,
         client.close()
 
 
-def _client_process(url: str, stage_indices: list[int], color: str, fps: float, seconds: float,
+def _client_process(url: str, sessions: list[tuple[int, float]], color: str, fps: float, seconds: float,
                     start_at: float) -> list[dict]:
+    """The ``(stage index, start delay in seconds)`` sessions of one client process, one thread each."""
     results: list[dict] = []
-    threads = [threading.Thread(target=_session, args=(url, index, color, fps, seconds, start_at, results))
-               for index in stage_indices]
+    threads = [threading.Thread(target=_session, args=(url, index, color, fps, seconds, start_at + delay, results))
+               for index, delay in sessions]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -238,7 +240,9 @@ def _client_process(url: str, stage_indices: list[int], color: str, fps: float, 
 
 def measure(server: ServerProcess, sessions: int, args: Args) -> dict:
     """Stream ``sessions`` sessions for ``args.seconds``; latency, fps, bytes, CPU and batch size."""
-    stage_of = [i % len(_PLAYS) for i in range(sessions)]
+    # players do not press start together: each session's frame clock starts at a random phase of one frame
+    phases = np.random.default_rng(sessions).uniform(0.0, 1.0 / args.fps if args.fps > 0 else 0.0, sessions)
+    stage_of = [(i % len(_PLAYS), float(phases[i])) for i in range(sessions)]
     processes = min(args.client_processes, sessions)
     groups = [stage_of[i::processes] for i in range(processes)]
     batch_sum, batch_count = server.metric("sgaps_batch_size_sum"), server.metric("sgaps_batch_size_count")
@@ -248,7 +252,7 @@ def measure(server: ServerProcess, sessions: int, args: Args) -> dict:
     with ProcessPoolExecutor(len([g for g in groups if g]), mp_context=context) as pool:
         futures = [pool.submit(_client_process, server.ws_url, group, args.color, args.fps, args.seconds, start_at)
                    for group in groups if group]
-        while time.time() < start_at:
+        while time.time() < start_at + float(phases.max()):
             time.sleep(0.01)
         cpu_before, wall_before = server.cpu_seconds(), time.perf_counter()
         results = [row for future in futures for row in future.result()]

@@ -361,11 +361,12 @@ class BlockPlan:
     covers screen columns ``16 j - offset .. 16 j - offset + 15``. ``classes`` is ``(GRID_ROWS,
     GRID_COLUMNS)`` uint8 in ``[0, BLOCK_CLASSES)``; ``weights`` is ``BLOCK_WEIGHTS`` integers in
     [0, 255]: per class, then inside the predicted sprite boxes (which override the block's), then on
-    the status bar. Only their ratios matter; all zero is a uniform draw. ``fast_order`` draws the order inside
-    each block from 32-bit keys sorted row by row (:func:`_shuffled_by_region`, 2.5 ms less per plan here)
-    instead of sorting the whole frame's float keys at once; the two draws follow the same distribution but
-    give other pixels for one seed, so the offline evaluations keep the first (their published numbers replay
-    exactly) and the live server uses the fast one on both ends.
+    the status bar. Only their ratios matter; all zero is a uniform draw. ``fast_order`` (``"o": 1``) draws
+    the order inside each block from 32-bit keys sorted row by row (:func:`_shuffled_by_region`) instead of
+    sorting the whole frame's float keys at once, and solves the chances on the few weight levels
+    (:func:`_fast_block_draw`): 1.4-2 ms per plan instead of about 4.6 here. The two draws follow the same
+    distribution but give other pixels for one seed, so the offline evaluations keep the first (their
+    published numbers replay exactly) and the live server uses the fast one on both ends.
     """
 
     offset: int
@@ -511,11 +512,10 @@ def block_weighted_pixels(count: int, plan: BlockPlan, context: ClientContext,
         boxes = predict_boxes(context.state, context.state_mask, context.previous_state, context.previous_mask,
                               steps=BLOCK_SPRITE_LOOKAHEAD, margin=BLOCK_SPRITE_MARGIN)
         levels[box_mask(boxes).reshape(-1) & (block >= 0)] = BLOCK_CLASSES
-    chances = _inclusion_from_levels(levels, np.asarray(plan.weights, np.float64), count)
     if plan.fast_order:
-        order = _shuffled_by_region(plan.offset, rng)
-    else:
-        order = np.argsort(region + rng.random(region.size), kind="stable")
+        return _fast_block_draw(count, plan.offset, levels, np.asarray(plan.weights, np.float64), rng)
+    chances = _inclusion_from_levels(levels, np.asarray(plan.weights, np.float64), count)
+    order = np.argsort(region + rng.random(region.size), kind="stable")
     chances = chances[order]
     cumulative = np.cumsum(chances)
     cumulative *= count / cumulative[-1]  # no float drift: exactly count units
@@ -527,6 +527,44 @@ def block_weighted_pixels(count: int, plan: BlockPlan, context: ClientContext,
         taken[picked] = True
         ranked = np.argsort(-(chances + taken * 2.0), kind="stable")
         picked = np.sort(ranked[:count])
+    pixels = order[picked]
+    return _pixels_to_coords(_ROWS[pixels], _COLS[pixels])
+
+
+def _level_chances(levels: np.ndarray, table: np.ndarray, count: int) -> np.ndarray:
+    """Each level's inclusion chance, ``min(1, a * table)`` with ``a`` water-filled over the levels' pixel counts
+    so that the chances sum to ``count`` (:func:`inclusion_probabilities`, solved on the few levels)."""
+    occurrences = np.bincount(levels, minlength=len(table)).astype(np.float64)
+    weights = table if (table[occurrences > 0] > 0).any() else np.ones_like(table)
+    positive = (occurrences > 0) & (weights > 0)
+    if occurrences[positive].sum() <= count:  # every weighted pixel, then an even share of the others
+        rest = occurrences[~positive].sum()
+        return np.where(positive, 1.0, (count - occurrences[positive].sum()) / rest if rest else 0.0)
+    heaviest_first = np.flatnonzero(positive)[np.argsort(-weights[positive], kind="stable")]
+    for saturated in range(len(heaviest_first)):
+        open_levels = heaviest_first[saturated:]
+        scale = (count - occurrences[heaviest_first[:saturated]].sum()) / (occurrences[open_levels]
+                                                                          * weights[open_levels]).sum()
+        if scale * weights[open_levels[0]] <= 1.0:
+            break
+    return np.where(positive, np.minimum(1.0, weights * scale), 0.0)
+
+
+def _fast_block_draw(count: int, offset: int, levels: np.ndarray, table: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """The systematic draw of :func:`block_weighted_pixels` for a plan with ``fast_order``: chances solved on the
+    levels, the within-block order of :func:`_shuffled_by_region`, the points placed by binary search."""
+    order = _shuffled_by_region(offset, rng)
+    cumulative = np.cumsum(_level_chances(levels, table, count)[levels[order]])
+    cumulative *= count / cumulative[-1]  # no float drift: exactly count units
+    start = 1e-6 + (1 - 2e-6) * rng.random()  # the draw's points sit at start, start + 1, ...
+    # point k falls to the first pixel whose cumulative chance passes it; a chance is at most 1, so no pixel
+    # holds two points
+    picked = np.minimum(np.searchsorted(cumulative, start + np.arange(count), side="right"), order.size - 1)
+    if len(np.unique(picked)) != count:  # a rounding tie at a unit boundary: the next free pixels instead
+        picked = np.unique(picked)
+        free = np.setdiff1d(np.arange(order.size), picked)
+        picked = np.concatenate([picked, free[:count - len(picked)]])
     pixels = order[picked]
     return _pixels_to_coords(_ROWS[pixels], _COLS[pixels])
 

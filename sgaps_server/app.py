@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hmac
 import logging
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -192,10 +193,15 @@ class StreamServer:
 
     # --- one connection ---------------------------------------------------------------------------------
 
-    def _authorized(self, websocket: WebSocket) -> bool:
+    def _authorized(self, connection: WebSocket | Request) -> bool:
+        """The bearer token, when the server has one: in the ``Authorization`` header (clients, scrapers) or, for
+        the page and what it loads, in a ``token`` query parameter. Compared in constant time."""
         if self.config.token is None:
             return True
-        return websocket.headers.get("authorization", "") == f"Bearer {self.config.token}"
+        expected = self.config.token.encode()
+        header = connection.headers.get("authorization", "")
+        offered = header[len("Bearer "):] if header.startswith("Bearer ") else connection.query_params.get("token", "")
+        return hmac.compare_digest(offered.encode(), expected)
 
     async def serve(self, websocket: WebSocket) -> None:
         if not self._authorized(websocket):
@@ -389,18 +395,24 @@ def create_app(config: ServerConfig) -> FastAPI:
         finally:
             await server.shutdown()
 
+    def authorized(request: Request) -> None:
+        if not server._authorized(request):
+            raise HTTPException(401, "this server needs its token: send 'Authorization: Bearer <token>', or open "
+                                     "the page as /?token=<token>")
+
     app = FastAPI(title="SGAPS live server", version=__version__, lifespan=lifespan)
+    guarded = [Depends(authorized)]  # every HTTP route but /healthz (the WebSocket checks its token itself)
     app.state.server = server
 
     @app.websocket("/ws/stream")
     async def stream(websocket: WebSocket):
         await server.serve(websocket)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, dependencies=guarded)
     async def page():
         return HTMLResponse(PAGE.read_text())
 
-    @app.get("/api/sessions")
+    @app.get("/api/sessions", dependencies=guarded)
     async def sessions():
         return JSONResponse(server.summary())
 
@@ -410,13 +422,13 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise HTTPException(404, f"no session {session_id!r} is open or recently closed")
         return session
 
-    @app.get("/api/sessions/{session_id}")
+    @app.get("/api/sessions/{session_id}", dependencies=guarded)
     async def session_detail(session_id: str):
         session = _session(session_id)
         return JSONResponse({**session.summary(), "open": session.session_id in server.sessions,
                              "psnr": session.psnr_series()})
 
-    @app.get("/api/sessions/{session_id}/frame.png")
+    @app.get("/api/sessions/{session_id}/frame.png", dependencies=guarded)
     async def frame_png(session_id: str):
         session = _session(session_id)
         png = None
@@ -429,7 +441,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise HTTPException(404, f"session {session_id!r} has no reconstruction yet")
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=guarded)
     async def metrics():
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

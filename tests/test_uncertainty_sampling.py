@@ -348,3 +348,29 @@ def test_fast_block_order_is_its_own_draw_and_both_ends_agree():
     with pytest.raises(ValueError, match="'o'"):
         coords_from_description({**fast.to_description(3), "o": 2}, 500, context)
 
+
+
+@pytest.mark.parametrize("weights, count", [((5, 128, 128, 255, 128, 5), 500), ((0, 0, 0, 0, 0, 0), 500),
+                                            ((0, 0, 0, 0, 0, 3), 300), ((255, 0, 0, 0, 0, 0), 5000),
+                                            ((1, 2, 3, 4, 5, 6), 61_000)])
+def test_fast_draw_solves_the_same_chances_and_picks_distinct_pixels(weights, count):
+    """The fast draw's chances, solved on the weight levels, are those of ``inclusion_probabilities`` on every
+    pixel; it returns ``count`` distinct pixels, with the expected number in each block (within one)."""
+    from sgaps_env.descriptions import _level_chances
+
+    rng = np.random.default_rng(4)
+    classes = rng.integers(0, 4, (GRID_ROWS, GRID_COLUMNS)).astype(np.uint8)
+    plan = BlockPlan(9, classes, weights, True)
+    block, _ = block_regions(9)
+    levels = np.where(block >= 0, classes.reshape(-1)[np.maximum(block, 0)], BLOCK_WEIGHTS - 1)
+    table = np.asarray(weights, np.float64)
+    per_pixel = table[levels]
+    expected = inclusion_probabilities(per_pixel if per_pixel.any() else np.ones_like(per_pixel), count)
+    np.testing.assert_allclose(_level_chances(levels, table, count)[levels], expected, atol=1e-9)
+    coords = coords_from_description(plan.to_description(11), count, ClientContext())
+    flat = np.ravel_multi_index(uv_to_pixel(coords), (240, FRAME_WIDTH))
+    assert len(np.unique(flat)) == count
+    region = block_regions(9)[1]
+    drawn = np.bincount(region[flat], minlength=region.max() + 1)
+    wanted = np.bincount(region, weights=expected, minlength=region.max() + 1)
+    assert np.all(np.abs(drawn - wanted) <= 1.0 + 1e-6)
