@@ -580,17 +580,20 @@ def test_page_in_a_real_browser_shows_a_live_session(server, played, tmp_path):
         if os.environ.get("SGAPS_REQUIRE_BROWSER"):
             pytest.fail(f"headless Chromium is required here (SGAPS_REQUIRE_BROWSER) but missing; {INSTALL_HINT}")
         pytest.skip(f"headless Chromium is not installed; {INSTALL_HINT}")
-    client = StreamClient(server.ws_url, checkpoint_key="smb1-1-1")
-    client.open()
-    playing = threading.Thread(target=_stream, args=(client, played), kwargs={"pace_s": 1 / 15}, daemon=True)
-    playing.start()  # 90 frames at 15 fps: the session plays while the browser looks
+    playing = _WellBehaved(server, played)  # streams (with truth) until stopped, however slow the browser is
+    playing.start()
+    client = playing.client
     try:
-        time.sleep(0.5)
-        dom = dump_dom(server.http_url + "/", wait_ms=2000)
+        deadline = time.monotonic() + 30
+        while len(client.stats) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(3):  # a loaded machine may render before the first poll answers: look again
+            dom = dump_dom(server.http_url + "/", wait_ms=2000)
+            if f'data-session-id="{client.session_id}"' in dom:
+                break
         shot = screenshot(server.http_url + "/", tmp_path / "live.png", wait_ms=2000)
     finally:
-        playing.join(timeout=60)
-        client.close()
+        playing.stop_and_check()
     assert f'data-session-id="{client.session_id}"' in dom
     assert "no truth sent" not in dom.split(f'data-session-id="{client.session_id}"')[1].split("session-card")[0]
     from PIL import Image
