@@ -37,7 +37,8 @@ from models.memory import MemoryBank, MemoryConfig, StagePriors
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, uv_to_pixel
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, TEMPLATE_SIZE, camera_x, hud_digits,
                               sprite_boxes, template_windows)
-from sgaps_env.state import ENEMY_SLOTS, LEGACY_STATE_FIELDS, STATE_FIELDS, STATE_INDEX
+from sgaps_env.state import (ENEMY_SLOTS, FIELD_HIGH, FIELD_LOW, LEGACY_STATE_FIELDS, STATE_FIELDS, STATE_INDEX,
+                             field_out_of_range)
 
 #: The checkpoint the environment's scorer and the demo use by default.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "spt-small-smb1.pt"
@@ -515,10 +516,8 @@ def load_checkpoint(path: str | Path = DEFAULT_CHECKPOINT) -> tuple[SparsePixelT
 
 # --- the reconstructor ----------------------------------------------------------------------------------
 
-_FIELD_LOW = np.array([field.low for field in STATE_FIELDS])
-_FIELD_HIGH = np.array([field.high for field in STATE_FIELDS])
 # float32 rounding of value / scale may land a hair outside a field's exact bounds
-_FIELD_SLACK = 1e-5 * np.maximum(1.0, np.maximum(np.abs(_FIELD_LOW), np.abs(_FIELD_HIGH)))
+_FIELD_SLACK = 1e-5 * np.maximum(1.0, np.maximum(np.abs(FIELD_LOW), np.abs(FIELD_HIGH)))
 #: Fields the memory indexes its canvases by: checked whatever the mask says.
 PLACING_FIELDS = ("camera_x", "world", "stage", "area")
 
@@ -560,9 +559,8 @@ def check_frame_inputs(pixels, state, state_mask, channels: int, state_dim: int)
     named = state[:len(STATE_FIELDS)]
     checked = state_mask[:len(STATE_FIELDS)] == 1
     checked[[STATE_INDEX[name] for name in PLACING_FIELDS]] = True
-    outside = checked & ((named < _FIELD_LOW - _FIELD_SLACK) | (named > _FIELD_HIGH + _FIELD_SLACK))
-    if outside.any():
-        index = int(np.flatnonzero(outside)[0])
+    index = field_out_of_range(named, checked, _FIELD_SLACK)
+    if index is not None:
         field = STATE_FIELDS[index]
         raise ValueError(f"state field {field.name} is {named[index]:g}, outside its range [{field.low:g}, "
                          f"{field.high:g}] (sgaps_env.STATE_FIELDS): pass the state the environment gives")

@@ -152,6 +152,21 @@ STATE_INDEX: dict[str, int] = {field.name: index for index, field in enumerate(S
 STATE_SCALE: dict[str, float] = {field.name: field.scale for field in STATE_FIELDS}
 
 
+#: Each real field's range ``[low, high]`` (``StateField.low``/``high``), ``(len(STATE_FIELDS),)`` float64.
+FIELD_LOW = np.array([field.low for field in STATE_FIELDS])
+FIELD_HIGH = np.array([field.high for field in STATE_FIELDS])
+
+
+def field_out_of_range(state: np.ndarray, checked: np.ndarray, slack: float | np.ndarray = 0.0) -> int | None:
+    """The index of the first real field of ``state`` that ``checked`` (a bool per real field) selects and that
+    lies more than ``slack`` (one number, or one per field) outside its range; None when every one is inside.
+    What decides that a state from outside (a checkpoint's input, a client's message) is one the environment
+    could have produced."""
+    values = np.asarray(state, np.float64)[:len(STATE_FIELDS)]
+    outside = np.asarray(checked, bool) & ((values < FIELD_LOW - slack) | (values > FIELD_HIGH + slack))
+    return int(np.flatnonzero(outside)[0]) if outside.any() else None
+
+
 def field_value(state: np.ndarray, name: str) -> float:
     """Field ``name`` of a state vector in game units (pixels, speeds, RAM codes, digits).
 

@@ -22,12 +22,10 @@ from typing import Any
 import numpy as np
 
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, channels_for
-from sgaps_env.state import MAX_STATE_DIM, STATE_FIELDS
+from sgaps_env.state import MAX_STATE_DIM, STATE_FIELDS, field_out_of_range
 from sgaps_env.wire import FrameData, FrameTruth, SessionStart
 
 _FIELD_COUNT = len(STATE_FIELDS)
-_LOW = np.array([field.low for field in STATE_FIELDS], np.float64)
-_HIGH = np.array([field.high for field in STATE_FIELDS], np.float64)
 
 
 class Rejected(ValueError):
@@ -149,14 +147,12 @@ class StreamSession:
         if message.max_state_dim != self.max_state_dim:
             raise Rejected(BAD_MESSAGE, f"frame {message.frame_id} has a state of {message.max_state_dim} entries; "
                                         f"the session negotiated max_state_dim {self.max_state_dim}")
-        valid = message.state_mask[:_FIELD_COUNT] == 1.0
-        values = message.state[:_FIELD_COUNT].astype(np.float64)
-        outside = valid & ((values < _LOW - 1e-6) | (values > _HIGH + 1e-6))
-        if outside.any():
-            index = int(np.flatnonzero(outside)[0])
-            raise Rejected(BAD_MESSAGE, f"frame {message.frame_id}: state field {index} "
-                                        f"({STATE_FIELDS[index].name}) is {values[index]:.6g}, outside its range "
-                                        f"[{_LOW[index]:.6g}, {_HIGH[index]:.6g}]")
+        index = field_out_of_range(message.state, message.state_mask[:_FIELD_COUNT] == 1.0, slack=1e-6)
+        if index is not None:
+            field = STATE_FIELDS[index]
+            raise Rejected(BAD_MESSAGE, f"frame {message.frame_id}: state field {index} ({field.name}) is "
+                                        f"{message.state[index]:.6g}, outside its range [{field.low:.6g}, "
+                                        f"{field.high:.6g}]")
 
     def check_truth(self, message: FrameTruth) -> None:
         """Refuse a truth frame for another frame than the next, or of another size."""

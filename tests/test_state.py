@@ -137,3 +137,21 @@ def test_a_stage_s_sub_areas_have_their_own_level_key_and_a_rewinding_camera_is_
     assert StagePriors({"1-1-0": legacy}).get(bonus) is legacy, "an older checkpoint's key serves every sub-area"
     assert StagePriors({"1-1-0-ground": current}).get(bonus) is None
     assert StagePriors({"1-1-0-ground": current}).get(ground) is current
+
+
+def test_field_out_of_range_names_the_first_checked_field_past_its_slack():
+    from sgaps_env.state import FIELD_HIGH, FIELD_LOW, STATE_INDEX, field_out_of_range
+
+    state = (FIELD_LOW + FIELD_HIGH) / 2
+    everything = np.ones(len(state), bool)
+    assert field_out_of_range(state, everything) is None
+    camera, world = STATE_INDEX["camera_x"], STATE_INDEX["world"]
+    state[world] = FIELD_HIGH[world] + 1.0
+    state[camera] = FIELD_HIGH[camera] + 1e-3
+    assert field_out_of_range(state, everything) == camera  # the first one
+    assert field_out_of_range(state, everything, slack=1e-2) == world  # camera's excess is within the slack
+    unchecked = everything.copy()
+    unchecked[[camera, world]] = False
+    assert field_out_of_range(state, unchecked) is None  # masked fields are not read
+    state[camera] = FIELD_LOW[camera] - 1.0
+    assert field_out_of_range(state, everything, slack=1e-2) == camera  # below the range too
