@@ -26,7 +26,7 @@ import numpy as np
 
 from models.metrics import foreground_psnr, psnr, ssim
 from sgaps_env.coords import extract_pixels, frame_values
-from sgaps_env.descriptions import ClientContext, coords_from_description
+from sgaps_env.descriptions import ClientContext, coords_from_message
 from sgaps_env.rollout import Rollout
 from sgaps_env.wire import FrameData, UVCoordinates, decode
 
@@ -46,14 +46,8 @@ class _Link:
         else:
             message = UVCoordinates(frame_id, description=description)
         data = message.encode()
-        received = decode(data)
-        if received.description is None:
-            regenerated = received.coords
-        elif received.description.get("k") == "same":
-            regenerated = self.client_coords
-        else:
-            regenerated = coords_from_description(received.description, self.count, self.client)
-        if regenerated is None or not np.array_equal(regenerated, coords):
+        regenerated = coords_from_message(decode(data), self.count, self.client, self.client_coords)
+        if not np.array_equal(regenerated, coords):
             raise RuntimeError(f"frame {frame_id}: the client regenerated other coordinates than the policy chose from "
                                f"description {description!r}: the policy does not go through coords_from_description")
         self.client_coords = regenerated

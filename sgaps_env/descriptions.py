@@ -15,7 +15,7 @@ the agents nor the models package: a client regenerates coordinates with ``sgaps
 | `"tiers"` | `s`, `g` grid side, `t` packed 2-bit tiers, `c` share and tier budgets in per mille | :func:`hierarchical_pixels` |
 | `"tiles"` | `w` one byte per tile of a square grid | ``allocation_to_coords`` of the weights (deterministic) |
 | `"blocks"` | `s`, `x` the level's block grid offset on screen, `t` packed 2-bit class of each block under the screen, `c` one weight (0-255) per block class, for the predicted sprite boxes and for the status bar; optionally `o` 1: the fast within-block order (:func:`_shuffled_by_region`) | :func:`block_weighted_pixels` |
-| `"same"` | none | keep the previous frame's coordinates (the caller's job: not decoded here) |
+| `"same"` | none | keep the previous frame's coordinates (:func:`coords_from_message` keeps them; :func:`coords_from_description` has nothing to regenerate) |
 
 A description comes from the network, so :func:`coords_from_description` checks every field's
 type and range, and every size it reads against ``count`` and the frame, before it allocates
@@ -643,3 +643,24 @@ def coords_from_description(description: dict[str, Any], count: int, context: Cl
         raise ValueError(f"description field 'w' holds one byte per tile of a square K x K grid (1 <= K <= "
                          f"{MAX_TILES}), got {len(weights)} bytes")
     return allocation_to_coords(np.frombuffer(weights, np.uint8).astype(np.float64), count, tiles)
+
+
+def coords_from_message(message, count: int, context: ClientContext, previous: np.ndarray | None) -> np.ndarray:
+    """The ``(count, 2)`` coordinates a ``sgaps_env.wire.UVCoordinates`` message asks for, as a client expands
+    it: explicit coordinates as they are, ``{"k": "same"}`` the ``previous`` ones, any other description by
+    :func:`coords_from_description` from the client's own ``context``. ``ValueError`` naming the frame for a
+    message that does not give ``count`` coordinates."""
+    if message.description is None:
+        if len(message.coords) != count:
+            raise ValueError(f"frame {message.frame_id}: the server sent {len(message.coords)} coordinates, but the "
+                             f"session samples {count} pixels a frame (its SessionStartAck)")
+        return message.coords
+    if message.description.get("k") == "same":
+        if previous is None:
+            raise ValueError(f"frame {message.frame_id}: the server said 'same coordinates as before', but there "
+                             "were none before (the first UVCoordinates of a session must give them)")
+        return previous
+    try:
+        return coords_from_description(message.description, count, context)
+    except ValueError as error:
+        raise ValueError(f"frame {message.frame_id}: the coordinate description cannot be expanded ({error})") from None
