@@ -330,14 +330,12 @@ class StreamServer:
                         raise Rejected(BAD_MESSAGE, "this server does not accept truth frames (--allow-truth false)")
                     session.check_truth(message)
                     truth = message
-                    session.stats.truth_bytes += len(data)
                 elif isinstance(message, FrameData):
                     session.check_frame(message)
                     if session.stats.frames >= config.max_session_frames:
                         raise _Closed(CLOSE_FRAME_LIMIT, f"the session sent its {config.max_session_frames} frames "
                                                          "(--max-session-frames): start a new one")
-                    result = await self.engine.submit(session, message, truth if truth is not None
-                                                      and truth.frame_id == message.frame_id else None)
+                    result = await self.engine.submit(session, message, truth)  # check_truth: this frame's
                     truth = None
                     down = await connection.send(result.coordinates)
                     elapsed = time.perf_counter() - received
@@ -408,9 +406,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def stream(websocket: WebSocket):
         await server.serve(websocket)
 
+    page_html = PAGE.read_text()
+
     @app.get("/", response_class=HTMLResponse, dependencies=guarded)
     async def page():
-        return HTMLResponse(PAGE.read_text())
+        return HTMLResponse(page_html)
 
     @app.get("/api/sessions", dependencies=guarded)
     async def sessions():

@@ -22,7 +22,6 @@ and touches no other session of the batch.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from models.memory import StagePriors
 from models.metrics import psnr
 from models.spt import SPTReconstructor
 from models.tile_reconstructor import TileReconstructor, load_codebook
-from sgaps_env.coords import channels_for, frame_values, uv_to_pixel
+from sgaps_env.coords import channels_for, frame_values
 from sgaps_env.wire import FrameData, FrameTruth, UVCoordinates
 
 from sgaps_server.config import ServerConfig
@@ -46,8 +45,6 @@ class FrameResult:
 
     coordinates: UVCoordinates
     psnr_db: float | None
-    work_ms: float
-    batch_size: int
 
 
 @dataclass
@@ -58,7 +55,6 @@ class _Hosted:
     color: str
     coords: np.ndarray | None
     """where the client samples the next frame; None until the last description is expanded"""
-    frames: int = 0
     latest: np.ndarray | None = None
     """the last reconstruction, drawn as a PNG only when the page asks (:meth:`SessionHost.png`)"""
 
@@ -152,7 +148,6 @@ class SessionHost:
 
     def run_batch(self, items: list[tuple[str, FrameData, FrameTruth | None]]) -> list[FrameResult | Exception]:
         """Reconstruct, choose the next coordinates, score and record each frame; one outcome per item."""
-        start = time.perf_counter()
         hosted, frames = [], []
         reconstructions: list[Any] = [None] * len(items)
         for index, (session_id, frame, _) in enumerate(items):
@@ -179,7 +174,6 @@ class SessionHost:
                     reconstructions[i] = session.reconstructor.reconstruct(*frames[i])
                 except Exception as error:  # noqa: BLE001 - one session's failure stays in that session
                     reconstructions[i] = error
-        work_ms = (time.perf_counter() - start) * 1000.0
         outcomes: list[FrameResult | Exception] = []
         for (session_id, frame, truth), session, inputs, reconstruction in zip(items, hosted, frames, reconstructions):
             if isinstance(reconstruction, ValueError):
@@ -189,30 +183,24 @@ class SessionHost:
                 outcomes.append(reconstruction)
             else:
                 try:
-                    outcomes.append(self._finish(session, frame, truth, inputs[0], reconstruction, work_ms,
-                                                 len(items)))
+                    outcomes.append(self._finish(session, frame, truth, inputs[0], reconstruction))
                 except Exception as error:  # noqa: BLE001
                     outcomes.append(error)
         return outcomes
 
     def _finish(self, session: _Hosted, frame: FrameData, truth: FrameTruth | None, pixels: np.ndarray,
-                reconstruction: np.ndarray, work_ms: float, batch_size: int) -> FrameResult:
+                reconstruction: np.ndarray) -> FrameResult:
         observation = {"pixels": pixels, "state": frame.state, "state_mask": frame.state_mask}
         session.policy.next_description(observation, {"reconstruction": reconstruction})  # expanded after replying
         quality = None if truth is None else psnr(reconstruction, frame_values(truth.frame, session.color))
         if session.journal is not None:
             every = self.config.record_reconstruction_every
-            rows, cols = uv_to_pixel(pixels[:, :2])
-            session.journal.append(
-                coords_xy=np.stack([cols, rows], axis=1).astype(np.uint8), values=pixels[:, 2:], state=frame.state,
-                state_mask=frame.state_mask, timestamp_s=frame.timestamp_ms / 1000.0,
-                frame=None if truth is None else truth.frame,
+            session.journal.append_observation(
+                observation, frame.timestamp_ms / 1000.0, frame=None if truth is None else truth.frame,
                 reconstruction=reconstruction if every and frame.frame_id % every == 0 else None)
         session.coords = None
-        session.frames += 1
         session.latest = reconstruction
-        return FrameResult(UVCoordinates(frame.frame_id + 1, description=session.policy.description), quality,
-                           work_ms, batch_size)
+        return FrameResult(UVCoordinates(frame.frame_id + 1, description=session.policy.description), quality)
 
     @staticmethod
     def _expand(session: _Hosted) -> None:
@@ -221,9 +209,13 @@ class SessionHost:
 
     def expand_pending(self) -> None:
         """Expand the descriptions just sent into the coordinates their next frames were sampled at: the work a
-        worker does after replying, while the clients sample (a frame arriving first expands its own)."""
+        worker does after replying, while the clients sample. A session whose expansion fails is left for its
+        next frame, which expands it again and reports the failure as that frame's outcome."""
         for session in self.sessions.values():
-            self._expand(session)
+            try:
+                self._expand(session)
+            except Exception:  # noqa: BLE001 - see the docstring
+                pass
 
     def png(self, session_id: str) -> bytes | None:
         """The session's last reconstruction as a PNG (None before its first frame, or once it closed)."""

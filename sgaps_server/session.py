@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, channels_for
+from sgaps_env.session_file import check_name
 from sgaps_env.state import MAX_STATE_DIM, STATE_FIELDS, field_out_of_range
 from sgaps_env.wire import FrameData, FrameTruth, SessionStart
 
@@ -67,8 +68,6 @@ def check_session_start(message: SessionStart) -> None:
         raise Rejected(BAD_MESSAGE, f"max_state_dim {message.max_state_dim} is outside [{_FIELD_COUNT}, "
                                     f"{MAX_STATE_DIM}]")
     try:
-        from sgaps_env.session_file import check_name
-
         check_name("checkpoint key", message.checkpoint_key)
     except ValueError as error:
         raise Rejected(BAD_MESSAGE, str(error)) from None
@@ -76,23 +75,17 @@ def check_session_start(message: SessionStart) -> None:
 
 @dataclass
 class SessionStats:
-    """What the page and the metrics show of one session; bounded (the last ``window`` frames)."""
+    """What the page and the metrics show of one session; bounded (the last 600 frames)."""
 
-    window: int = 600
     frames: int = 0
     uplink_bytes: int = 0
     downlink_bytes: int = 0
-    truth_bytes: int = 0
     rejected: int = 0
-    latency_ms: collections.deque = field(default_factory=collections.deque)
-    arrivals: collections.deque = field(default_factory=collections.deque)
-    psnr: collections.deque = field(default_factory=collections.deque)
+    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=600))
+    arrivals: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+    """when the last frames arrived (perf_counter seconds): the fps"""
+    psnr: collections.deque = field(default_factory=lambda: collections.deque(maxlen=600))
     """(frame_id, PSNR dB) of frames the client sent the truth of"""
-
-    def __post_init__(self):
-        self.latency_ms = collections.deque(maxlen=self.window)
-        self.arrivals = collections.deque(maxlen=64)
-        self.psnr = collections.deque(maxlen=self.window)
 
     def summary(self) -> dict[str, Any]:
         latency = np.asarray(self.latency_ms, np.float64)

@@ -37,14 +37,8 @@ class LocalWorker:
         result = await asyncio.get_running_loop().run_in_executor(
             self._executor, lambda: getattr(self.host, method)(*args, **kwargs))
         if method == "run_batch":  # off the reply's path, before the next call (one thread runs them in order)
-            self._executor.submit(self._expand_pending)
+            self._executor.submit(self.host.expand_pending)
         return result
-
-    def _expand_pending(self) -> None:
-        try:
-            self.host.expand_pending()
-        except Exception:  # noqa: BLE001 - a failure shows again on the session's next frame
-            pass
 
     def stop(self, reason: str = "server stopped") -> None:
         self._executor.submit(self.host.close_all, reason).result()
@@ -82,10 +76,7 @@ def _serve(connection, config: ServerConfig) -> None:
             connection.send((False, RuntimeError(f"{method} failed: {''.join(traceback.format_exception(reply[1]))}"
                                                  if not reply[0] else f"{method} returned an unpicklable value")))
         if method == "run_batch":
-            try:
-                host.expand_pending()  # off the reply's path; a failure shows again on the session's next frame
-            except Exception:  # noqa: BLE001
-                pass
+            host.expand_pending()  # off the reply's path
 
 
 class ProcessWorker:
