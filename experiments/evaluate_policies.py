@@ -45,6 +45,7 @@ from experiments.evaluate_reconstructors import markdown_table
 from models.baselines import BASELINES, make_baseline
 from models.evaluation import summarize
 from models.importance import ImportanceAnalyzer
+from models.mae import DEFAULT_CHECKPOINTS as DEFAULT_MAE_CHECKPOINTS, MAEReconstructor
 from models.policy_replay import replay_offline, run_live
 from models.memory import StagePriors
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
@@ -84,9 +85,15 @@ class Args:
     """frames between mask updates (interval and adaptive schedules)"""
     quality_threshold: float = 0.95
     """SSIM below which the quality and adaptive schedules update the mask"""
-    reconstructor: Literal["tiles", "tiles+atlas", "spt", *sorted(BASELINES)] = "tiles"
+    reconstructor: Literal["tiles", "tiles+atlas", "spt", "pixel-mae", "patch-mae", *sorted(BASELINES)] = "tiles"
     """what reconstructs the frames: ``tiles`` is the level-agnostic reconstructor; ``tiles+atlas`` the same with
-    the level atlas of worlds 1-4 (it changes nothing on worlds 5-8)"""
+    the level atlas of worlds 1-4 (it changes nothing on worlds 5-8); ``pixel-mae`` and ``patch-mae`` the seed's
+    masked autoencoders (models/mae.py; the patch MAE needs whole patches: ``--scheduled patch
+    --schedule-interval 2`` samples them as its clips of 2 frames)"""
+    patch_checkpoint: Path = DEFAULT_MAE_CHECKPOINTS["patch"]
+    """patch MAE checkpoint"""
+    pixel_checkpoint: Path = DEFAULT_MAE_CHECKPOINTS["pixel"]
+    """pixel MAE checkpoint"""
     codebook: Path = DEFAULT_CODEBOOK
     """tile codebook of the tiles reconstructors"""
     atlas: Path = DEFAULT_ATLAS
@@ -151,6 +158,8 @@ def make_reconstructor(args: Args):
         return TileReconstructor(_codebook(args.codebook))
     if args.reconstructor == "tiles+atlas":
         return TileReconstructor(_codebook(args.codebook), atlas=_atlas(args.atlas))
+    if args.reconstructor in ("patch-mae", "pixel-mae"):
+        return MAEReconstructor(args.patch_checkpoint if args.reconstructor == "patch-mae" else args.pixel_checkpoint)
     return SPTReconstructor(args.checkpoint) if args.reconstructor == "spt" else make_baseline(args.reconstructor)
 
 
@@ -209,7 +218,8 @@ def replay_task(task: tuple[int, str, bool, int, tuple[int, ...]]) -> tuple[list
     policy, reconstructor = build_policy(args, name, scheduled, budget)
     scored, kept = replay_offline(policy, reconstructor, loaded.frames, loaded.states, loaded.masks, args.color,
                                   seed=loaded.session.seed(args.seed, budget), score_every=args.score_every,
-                                  keep_steps=keep, quality_feedback=args.schedule in ("quality", "adaptive"))
+                                  keep_steps=keep, quality_feedback=args.schedule in ("quality", "adaptive"),
+                                  send_state=not args.reconstructor.endswith("-mae"))  # the MAEs read no state
     group = stage_group(loaded.session.checkpoint_key.removeprefix("smb1-"))
     for row in scored:
         row.update(policy=policy.name, family=policy.family, budget=budget, group=group,

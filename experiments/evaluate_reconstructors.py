@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from models.baselines import BASELINES, make_baseline
 from models.evaluation import evaluate_sessions, summarize
+from models.mae import DEFAULT_CHECKPOINTS, MAEReconstructor
 from models.spt import DEFAULT_CHECKPOINT, SPTReconstructor
 from models.memory import StagePriors
 from models.tile_reconstructor import DEFAULT_ATLAS, DEFAULT_CODEBOOK, TileReconstructor, load_codebook
@@ -50,10 +51,17 @@ class Args:
     """tile codebook of the level-agnostic reconstructor (``tiles``)"""
     atlas: Path = DEFAULT_ATLAS
     """level atlas (worlds 1-4) that ``tiles+atlas`` uses on the levels it holds"""
-    reconstructors: list[Literal["tiles", "tiles+atlas", "spt", *BASELINES]] = field(
-        default_factory=lambda: ["tiles", "tiles+atlas", "spt", *BASELINES])
+    patch_checkpoint: Path = DEFAULT_CHECKPOINTS["patch"]
+    """patch MAE checkpoint (``patch-mae``)"""
+    pixel_checkpoint: Path = DEFAULT_CHECKPOINTS["pixel"]
+    """pixel MAE checkpoint (``pixel-mae``)"""
+    reconstructors: list[Literal["tiles", "tiles+atlas", "spt", "pixel-mae", "patch-mae", *BASELINES]] = field(
+        default_factory=lambda: ["tiles", "tiles+atlas", "spt", "pixel-mae", *BASELINES])
     """reconstructors to score: ``tiles`` is the level-agnostic one (models/tile_reconstructor.py), from its
-    samples alone; ``tiles+atlas`` the same with the level atlas on the levels the atlas holds"""
+    samples alone; ``tiles+atlas`` the same with the level atlas on the levels the atlas holds; ``pixel-mae`` and
+    ``patch-mae`` the seed's masked autoencoders (models/mae.py; the patch MAE reads whole 16x16 patches, which
+    no --pattern here samples: score it with `evaluate_policies.py --reconstructor patch-mae --scheduled patch
+    --schedule-interval 2` or `seed_table.py`)"""
     budgets: list[int] = field(default_factory=lambda: [250, 500, 1000])
     """pixels per frame"""
     pattern: Literal[*sorted(PATTERNS)] = "random"
@@ -129,6 +137,8 @@ def main(args: Args) -> dict:
     for budget in args.budgets:
         reconstructors = {name: spt if name == "spt" else TileReconstructor(codebook) if name == "tiles"
                           else TileReconstructor(codebook, atlas=atlas) if name == "tiles+atlas"
+                          else MAEReconstructor(args.patch_checkpoint) if name == "patch-mae"
+                          else MAEReconstructor(args.pixel_checkpoint) if name == "pixel-mae"
                           else make_baseline(name) for name in args.reconstructors}
         rows += evaluate_sessions(args.data, reconstructors, budget=budget, pattern=args.pattern, color=args.color,
                                   max_steps=args.max_steps, max_sessions=args.max_sessions, seed=args.seed,
@@ -153,7 +163,7 @@ def main(args: Args) -> dict:
                 best_baseline = max((e for e in entries if e["reconstructor"] in BASELINES), key=lambda e: e["psnr"],
                                     default=None)
                 lines += [f"## {group}, {budget} pixels", "", markdown_table(entries, columns), ""]
-                for learned in ("tiles", "tiles+atlas", "spt"):
+                for learned in ("tiles", "tiles+atlas", "spt", "pixel-mae", "patch-mae"):
                     entry = next((e for e in entries if e["reconstructor"] == learned), None)
                     if best_baseline and entry:
                         lines += [f"{learned} - best baseline ({best_baseline['reconstructor']}): "

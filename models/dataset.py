@@ -369,3 +369,54 @@ def collate_sparse(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tens
         mask[number, :count] = True
     rest = default_collate([{key: value for key, value in item.items() if key != "pixels"} for item in batch])
     return {"pixels": pixels, "pixel_mask": mask, **rest}
+
+
+# --- clips held in memory (the masked autoencoders' training data) ----------------------------------------
+
+
+class ClipBank:
+    """Every frame of some recorded sessions in memory as palette indices (60 KB a frame), from which
+    clips of ``frames`` consecutive frames are drawn at random, each session weighted by its clips.
+
+        bank = ClipBank(["data/train_worlds.h5"], split="train", frames=2)
+        clips = bank.draw(rng, 16)   # (16, 2, 3, 240, 256) float32 RGB in [0, 1]
+    """
+
+    def __init__(self, paths, split: str | None = "train", frames: int = 2, progress: bool = True,
+                 max_sessions: int | None = None):
+        from tqdm.auto import tqdm
+
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"frames per clip must be a positive int, got {frames!r}")
+        self.frames = frames
+        sessions = list_sessions(paths, split, need_frames=True)[:max_sessions]
+        self.indices: list[np.ndarray] = []
+        self.palettes: list[np.ndarray] = []
+        for session in tqdm(sessions, desc=f"loading {split or 'all'} frames", unit="session", disable=not progress):
+            indices, palette = session.frame_indices()
+            if len(indices) >= frames:
+                self.indices.append(indices)
+                self.palettes.append(palette)
+        if not self.indices:
+            raise ValueError(f"no session of {paths} (split {split!r}) has {frames} or more frames: record more with "
+                             "`python agents/collect.py --store-frames`")
+        self.clip_counts = np.array([len(i) - frames + 1 for i in self.indices])
+
+    @property
+    def sessions(self) -> int:
+        return len(self.indices)
+
+    def __len__(self) -> int:
+        """Clips that can be drawn (every start row of every session)."""
+        return int(self.clip_counts.sum())
+
+    def draw(self, rng: np.random.Generator, count: int) -> torch.Tensor:
+        """``count`` clips at random -> ``(count, frames, 3, H, W)`` float32 RGB in [0, 1]."""
+        starts = rng.integers(len(self), size=count)
+        ends = np.cumsum(self.clip_counts)
+        sessions = np.searchsorted(ends, starts, side="right")
+        clips = np.empty((count, self.frames, FRAME_HEIGHT, FRAME_WIDTH, 3), np.uint8)
+        for n, (session, start) in enumerate(zip(sessions, starts)):
+            row = start - (ends[session] - self.clip_counts[session])
+            clips[n] = self.palettes[session][self.indices[session][row:row + self.frames]]
+        return torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float().div_(255.0)

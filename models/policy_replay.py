@@ -71,7 +71,8 @@ def gray_uplink_bytes(frame: np.ndarray, coords: np.ndarray, state: np.ndarray, 
 
 def replay_offline(policy, reconstructor, frames: np.ndarray, states: np.ndarray, masks: np.ndarray, color: str,
                    seed: int, score_every: int = 1, with_ssim: bool = True, keep_steps: tuple[int, ...] = (),
-                   quality_feedback: bool = False) -> tuple[list[dict[str, Any]], dict[int, dict[str, np.ndarray]]]:
+                   quality_feedback: bool = False,
+                   send_state: bool = True) -> tuple[list[dict[str, Any]], dict[int, dict[str, np.ndarray]]]:
     """Replay one recorded session's ``frames (T, H, W, 3)`` uint8 under ``policy`` -> ``(rows, kept)``.
 
     ``rows``: one dict per scored step (``step % score_every == 0``) with psnr, ssim, foreground_psnr,
@@ -80,7 +81,9 @@ def replay_offline(policy, reconstructor, frames: np.ndarray, states: np.ndarray
     ``kept``: for each of ``keep_steps``, the truth, the sampled pixels' positions and the reconstruction.
     ``quality_feedback`` hands the policy the last frame's measured quality (``info["quality"]``, from
     the truth: what quality-based mask-update schedules read offline). A policy with ``needs_truth``
-    (the oracle) is handed the true next frame, uint8, as ``info["next_frame"]``.
+    (the oracle) is handed the true next frame, uint8, as ``info["next_frame"]``. ``send_state=False`` sends
+    every state field masked (a client of a reconstructor that reads no state, e.g. the MAEs of
+    ``models.mae``): the uplink carries the pixels alone, and the policy and reconstructor see no state.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -98,7 +101,8 @@ def replay_offline(policy, reconstructor, frames: np.ndarray, states: np.ndarray
     rows, kept = [], {}
     for step in range(len(frames)):
         frame, state, mask = frames[step], states[step], masks[step]
-        observation = {"pixels": extract_pixels(frame, coords, color), "state": state, "state_mask": mask}
+        observation = {"pixels": extract_pixels(frame, coords, color), "state": state,
+                       "state_mask": mask if send_state else np.zeros_like(mask)}
         received, uplink = link.uplink(step, observation)
         start = time.perf_counter()
         reconstruction = reconstructor.reconstruct(received["pixels"], received["state"], received["state_mask"])
@@ -110,8 +114,9 @@ def replay_offline(policy, reconstructor, frames: np.ndarray, states: np.ndarray
             quality = {"psnr": psnr(reconstruction, truth),
                        "ssim": ssim(reconstruction, truth) if (with_ssim or quality_feedback) else float("nan")}
         if scored:
+            gray_bytes = gray_uplink_bytes(frame, coords, state, observation["state_mask"])
             rows.append({"step": step, **quality, "foreground_psnr": foreground_psnr(reconstruction, truth, state, mask),
-                         "uplink_bytes": uplink, "uplink_gray_bytes": gray_uplink_bytes(frame, coords, state, mask),
+                         "uplink_bytes": uplink, "uplink_gray_bytes": gray_bytes,
                          "downlink_bytes": downlink, "policy_ms": policy_ms, "reconstruct_ms": reconstruct_ms})
         if step in keep_steps:
             kept[step] = {"truth": truth, "coords": coords.copy(), "reconstruction": reconstruction}

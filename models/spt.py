@@ -25,7 +25,7 @@ sprite slots, Q = 960 tile queries, d model width.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.checkpoint_files import check_config_fields, check_state_dict, read_payload
 from models.memory import MemoryBank, MemoryConfig, StagePriors
 from sgaps_env.coords import FRAME_HEIGHT, FRAME_WIDTH, uv_to_pixel
 from sgaps_env.sprites import (HUD_DIGIT_SLOTS, HUD_ROWS, POSE_COUNT, TEMPLATE_SIZE, camera_x, hud_digits,
@@ -97,23 +98,7 @@ class SPTConfig:
     def from_dict(cls, values: dict) -> "SPTConfig":
         """A config from a checkpoint: known fields only, each of its type and within :data:`CONFIG_LIMITS`,
         checked before anything is built (a checkpoint is untrusted input)."""
-        if not isinstance(values, dict):
-            raise ValueError(f"a checkpoint's config must be a dict of SPTConfig fields, got {type(values).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(map(str, set(values) - set(known)))
-        if unknown:
-            raise ValueError(f"unknown SPTConfig fields {unknown}: the checkpoint is from a newer version of sgaps")
-        for name, value in values.items():
-            default = known[name].default
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError(f"SPTConfig.{name} must be True or False, got {value!r}")
-            elif isinstance(default, int):
-                low, high = CONFIG_LIMITS[name]
-                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                    raise ValueError(f"SPTConfig.{name} must be an int in [{low}, {high}], got {value!r}")
-            elif not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-                raise ValueError(f"SPTConfig.{name} must be a number in [0, 1), got {value!r}")
+        check_config_fields(cls, values, CONFIG_LIMITS)
         return cls(**{"state_fields": LEGACY_STATE_FIELDS, **values})
 
 
@@ -454,41 +439,15 @@ def save_checkpoint(path: str | Path, model: SparsePixelTransformer, priors: Sta
 
 def read_checkpoint(path: str | Path) -> dict:
     """The raw checkpoint dict, after checking that it is an SPT checkpoint this version understands."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no SPT checkpoint at {path}: train one with `python experiments/train_reconstructor.py` "
-                                f"or use the shipped {DEFAULT_CHECKPOINT}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a file that is not a checkpoint
-        raise ValueError(f"{path} is not a readable torch checkpoint ({error})") from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an SPT checkpoint (no format={CHECKPOINT_FORMAT!r} entry)")
-    version = payload.get("version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"{path} has checkpoint version {version!r}: expected an int")
-    if version > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} is checkpoint version {payload['version']}; this sgaps reads up to "
-                         f"{CHECKPOINT_VERSION}: upgrade sgaps")
-    return payload
+    return read_payload(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "SPT",
+                        f"train one with `python experiments/train_reconstructor.py` or use the shipped "
+                        f"{DEFAULT_CHECKPOINT}")
 
 
 def check_weights(state_dict, config: SPTConfig) -> None:
     """A ValueError unless ``state_dict`` holds exactly the tensors, of exactly the shapes, that an SPT of
-    ``config`` has. The reference shapes come from a model on the meta device: nothing is allocated."""
-    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
-        raise ValueError("the checkpoint's state_dict must be a dict of parameter name -> tensor")
-    with torch.device("meta"):
-        expected = {name: tuple(tensor.shape) for name, tensor in SparsePixelTransformer(config).state_dict().items()}
-    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(map(str, set(state_dict) - set(expected)))
-    if missing or unexpected:
-        raise ValueError(f"the checkpoint's weights do not match its config: missing {missing[:5]}, unexpected "
-                         f"{unexpected[:5]}: the file is damaged or was not written by save_checkpoint")
-    for name, shape in expected.items():
-        tensor = state_dict[name]
-        if tuple(tensor.shape) != shape or not tensor.is_floating_point():
-            raise ValueError(f"the checkpoint's weight {name} is {tensor.dtype} {tuple(tensor.shape)} but its config "
-                             f"needs a float tensor of shape {shape}: the file is damaged or its config was edited")
+    ``config`` has (:func:`models.checkpoint_files.check_state_dict`)."""
+    check_state_dict(state_dict, lambda: SparsePixelTransformer(config), "save_checkpoint")
 
 
 def load_checkpoint(path: str | Path = DEFAULT_CHECKPOINT) -> tuple[SparsePixelTransformer, StagePriors, MemoryConfig, dict]:

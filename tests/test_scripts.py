@@ -35,6 +35,7 @@ REJECTED_BY_VALIDATE = {
     "experiments/evaluate_players.py": (["--episodes", "0"], "--episodes"),
     "experiments/evaluate_policies.py": (["--budgets", "0"], "--budgets"),
     "experiments/evaluate_reconstructors.py": (["--score-every", "0"], "--score-every"),
+    "experiments/seed_table.py": (["--score-every", "0"], "--score-every"),
     "experiments/tile_vocabulary.py": (["--max-steps", "0"], "--max-steps"),
     "experiments/train_reconstructor.py": (["--drop-max", "1.5"], "--drop-max"),
     "experiments/train_sampler.py": (["--timesteps", "10"], "--timesteps"),
