@@ -55,7 +55,7 @@ from experiments.evaluate_reconstructors import markdown_table
 from models.codecs import CODECS, DEFAULT_QUALITIES, encode_decode
 from models.evaluation import summarize
 from models.mae import DEFAULT_CHECKPOINTS, PATCH_PIXELS, MAEReconstructor
-from models.metrics import PSNR_CAP_DB, foreground_psnr, psnr, ssim
+from models.metrics import PSNR_CAP_DB, frame_metrics
 from models.policy_replay import replay_offline
 from models.tile_reconstructor import DEFAULT_CODEBOOK, TileReconstructor, load_codebook
 from sgaps_env.cli import require_at_least, run_script
@@ -216,10 +216,9 @@ def codec_runs(args: Args, loaded) -> list[dict]:
             ms = (time.perf_counter() - started) * 1000.0 / len(frames)
             rate = float(np.mean(frame_bytes))  # the stream's rate: its keyframe shared by every frame
             for step in scored_steps:
-                truth, output = frame_values(frames[step], "rgb"), frame_values(decoded[step], "rgb")
-                rows.append({"approach": CODEC_LABELS[codec], "setting": quality, "pixels": FRAME_PIXELS,
-                             "psnr": psnr(output, truth), "ssim": ssim(output, truth),
-                             "foreground_psnr": foreground_psnr(output, truth, states[step], masks[step]),
+                scores = frame_metrics(frame_values(decoded[step], "rgb"), frame_values(frames[step], "rgb"),
+                                       states[step], masks[step])
+                rows.append({"approach": CODEC_LABELS[codec], "setting": quality, "pixels": FRAME_PIXELS, **scores,
                              "uplink_bytes": rate, "downlink_bytes": 0.0, "ms": ms, "step": step})
     for step in scored_steps:
         png = cv2.imencode(".png", np.ascontiguousarray(frames[step][..., ::-1]))[1]

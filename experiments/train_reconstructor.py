@@ -182,7 +182,11 @@ def validate(args: Args) -> None:
 def phase_budget(args: Args, epoch: int) -> tuple[int, int]:
     """The curriculum's budget range for an epoch."""
     phase = min(len(args.curriculum) - 1, epoch * len(args.curriculum) // max(1, args.epochs))
-    budget = args.curriculum[phase]
+    return budget_range(args, args.curriculum[phase])
+
+
+def budget_range(args: Args, budget: int) -> tuple[int, int]:
+    """The pixel budgets a curriculum phase of ``budget`` draws from: ``budget`` +- --budget-jitter (at least 16)."""
     return max(16, int(budget * (1 - args.budget_jitter))), int(budget * (1 + args.budget_jitter))
 
 
@@ -363,8 +367,7 @@ def mae_phase(args: Args, progress: float) -> tuple[float, float]:
     if args.model == "patch-mae":
         share = args.mask_curriculum[min(len(args.mask_curriculum) - 1, int(progress * len(args.mask_curriculum)))]
         return share - args.mask_jitter, share + args.mask_jitter
-    budget = args.curriculum[min(len(args.curriculum) - 1, int(progress * len(args.curriculum)))]
-    return max(16, int(budget * (1 - args.budget_jitter))), int(budget * (1 + args.budget_jitter))
+    return budget_range(args, args.curriculum[min(len(args.curriculum) - 1, int(progress * len(args.curriculum)))])
 
 
 def random_ranks(generator: torch.Generator, batch: int, size: int) -> torch.Tensor:
@@ -372,21 +375,22 @@ def random_ranks(generator: torch.Generator, batch: int, size: int) -> torch.Ten
     return torch.rand(batch, size, generator=generator).argsort(1).argsort(1)
 
 
-def patch_batch(clips: torch.Tensor, masked: torch.Tensor, frames_seen: int,
+def patch_batch(target: torch.Tensor, masked: torch.Tensor, frames_seen: int,
                 generator: torch.Generator) -> tuple[dict, torch.Tensor]:
-    """Tube masking: ``clips (B, T, C, H, W)``, ``masked (B,)`` shares of patches masked -> (model inputs of the
-    first ``frames_seen`` frames, ``hit (B, T', P, 256)``). Every frame of a clip shows the same patches."""
-    batch, c = clips.shape[0], clips.shape[2]
+    """Tube masking: the clips' patches ``target (B, T, P, C * 256)``, ``masked (B,)`` shares of patches masked ->
+    (model inputs of the first ``frames_seen`` frames, ``hit (B, T', P, 256)``). Every frame of a clip shows the
+    same patches."""
+    batch, channels = target.shape[0], target.shape[-1] // mae.PATCH_PIXELS
     shown = ((1.0 - masked) * mae.PATCHES).round().clamp(min=1).long()
     visible = random_ranks(generator, batch, mae.PATCHES) < shown[:, None]  # (B, P)
     hit = visible[:, None, :, None].expand(-1, frames_seen, -1, mae.PATCH_PIXELS).float()
-    patches = mae.patchify(clips[:, :frames_seen]) * hit.repeat(1, 1, 1, c)
-    return {"patches": patches, "hit": hit}, hit
+    return {"patches": target[:, :frames_seen] * hit.repeat(1, 1, 1, channels), "hit": hit}, hit
 
 
-def pixel_batch(frames: torch.Tensor, budgets: torch.Tensor, generator: torch.Generator) -> tuple[dict, torch.Tensor]:
-    """Random pixels: ``frames (B, 1, C, H, W)``, ``budgets (B,)`` pixel counts ->
-    (model inputs, ``hit (B, 1, P, 256)``)."""
+def pixel_batch(frames: torch.Tensor, target: torch.Tensor, budgets: torch.Tensor,
+                generator: torch.Generator) -> tuple[dict, torch.Tensor]:
+    """Random pixels: ``frames (B, 1, C, H, W)`` and their patches ``target (B, 1, P, C * 256)``, ``budgets (B,)``
+    pixel counts -> (model inputs, ``hit (B, 1, P, 256)``)."""
     batch, _, c, height, width = frames.shape
     longest = int(budgets.max())
     flat_index = torch.rand(batch, height * width, generator=generator).topk(longest, dim=1).indices  # (B, N)
@@ -394,22 +398,23 @@ def pixel_batch(frames: torch.Tensor, budgets: torch.Tensor, generator: torch.Ge
     values = frames[:, 0].flatten(2).gather(2, flat_index[:, None].expand(-1, c, -1)).transpose(1, 2)  # (B, N, C)
     sampled = torch.zeros(batch, height * width).scatter_(1, flat_index, valid.float()).view(batch, 1, 1, height, width)
     hit = mae.patchify(sampled)
-    inputs = {"patches": mae.patchify(frames * sampled), "hit": hit,
+    inputs = {"patches": target * hit.repeat(1, 1, 1, c), "hit": hit,
               "token_xy": torch.stack([flat_index % width, flat_index // width], dim=-1),
               "token_values": values, "token_valid": valid}
     return inputs, hit
 
 
-def mae_inputs(kind: str, clips: torch.Tensor, args: Args, progress: float, generator: torch.Generator,
-               prefix: bool) -> tuple[dict, torch.Tensor]:
-    """A training batch of ``kind`` at this point of its curriculum."""
+def mae_inputs(kind: str, clips: torch.Tensor, target: torch.Tensor, args: Args, progress: float,
+               generator: torch.Generator, prefix: bool) -> tuple[dict, torch.Tensor]:
+    """A training batch of ``kind`` at this point of its curriculum from ``clips (B, T, C, H, W)`` and their
+    patches ``target``."""
     batch = clips.shape[0]
     low, high = mae_phase(args, progress)
     if kind == "patch":
         masked = low + (high - low) * torch.rand(batch, generator=generator)
-        return patch_batch(clips, masked, 1 if prefix else clips.shape[1], generator)
+        return patch_batch(target, masked, 1 if prefix else clips.shape[1], generator)
     budgets = torch.randint(int(low), int(high) + 1, (batch,), generator=generator)
-    return pixel_batch(clips, budgets, generator)
+    return pixel_batch(clips, target, budgets, generator)
 
 
 def mae_loss(prediction: torch.Tensor, target: torch.Tensor, hit: torch.Tensor, args: Args) -> dict:
@@ -429,15 +434,15 @@ def mae_validation(model: mae.MaskedAutoencoder, clips: torch.Tensor, args: Args
     10% of the pixels (95% and 90% of the patches masked), every frame of the clip; the pixel MAE's 2%."""
     model.eval()
     generator = torch.Generator().manual_seed(12345)  # the same masks every epoch
-    scores = {}
+    scores, target = {}, mae.patchify(clips)
     if model.config.kind == "patch":
         design = {"psnr_5pct": 1.0 - 12 / mae.PATCHES, "psnr_10pct": 1.0 - 24 / mae.PATCHES}
         for name, share in design.items():
-            inputs, hit = patch_batch(clips, torch.full((len(clips),), share), clips.shape[1], generator)
-            scores[name] = _pasted_psnr(model(inputs), mae.patchify(clips), hit)
+            inputs, hit = patch_batch(target, torch.full((len(clips),), share), clips.shape[1], generator)
+            scores[name] = _pasted_psnr(model(inputs), target, hit)
     else:
-        inputs, hit = pixel_batch(clips, torch.full((len(clips),), 1229), generator)
-        scores["psnr_2pct"] = _pasted_psnr(model(inputs), mae.patchify(clips), hit)
+        inputs, hit = pixel_batch(clips, target, torch.full((len(clips),), 1229), generator)
+        scores["psnr_2pct"] = _pasted_psnr(model(inputs), target, hit)
     model.train()
     return scores
 
@@ -512,7 +517,7 @@ def train_mae(args: Args) -> dict:
     model.train()
     for epoch in range(start_epoch, args.epochs):
         started, running = time.time(), {}
-        phase = mae_phase(args, max(step / total_steps, clock["share"]))
+        phase = mae_phase(args, max(step / total_steps, clock["share"]))  # the epoch's phase, as it starts
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
                    disable=not args.progress)
         for _ in bar:
@@ -521,11 +526,10 @@ def train_mae(args: Args) -> dict:
                 if clock["share"] >= 1.0:
                     break
             progress = max(step / total_steps, clock["share"])  # the curricula follow the clock too
-            phase = mae_phase(args, progress)
             clips = bank.draw(rng, args.batch_pairs)
-            prefix = kind == "patch" and bool(torch.rand(1, generator=generator) < args.prefix_share)
-            inputs, hit = mae_inputs(kind, clips, args, progress, generator, prefix)
             target = mae.patchify(clips)
+            prefix = kind == "patch" and bool(torch.rand(1, generator=generator) < args.prefix_share)
+            inputs, hit = mae_inputs(kind, clips, target, args, progress, generator, prefix)
             terms = mae_loss(model(inputs), target, hit, args)
             loss = sum(terms.values())
             descend(loss, model, optimizer, scheduler, args.grad_clip)

@@ -401,6 +401,7 @@ class ClipBank:
             raise ValueError(f"no session of {paths} (split {split!r}) has {frames} or more frames: record more with "
                              "`python agents/collect.py --store-frames`")
         self.clip_counts = np.array([len(i) - frames + 1 for i in self.indices])
+        self._clip_ends = np.cumsum(self.clip_counts)  # one past each session's last clip, counted over sessions
 
     @property
     def sessions(self) -> int:
@@ -413,10 +414,9 @@ class ClipBank:
     def draw(self, rng: np.random.Generator, count: int) -> torch.Tensor:
         """``count`` clips at random -> ``(count, frames, 3, H, W)`` float32 RGB in [0, 1]."""
         starts = rng.integers(len(self), size=count)
-        ends = np.cumsum(self.clip_counts)
-        sessions = np.searchsorted(ends, starts, side="right")
+        sessions = np.searchsorted(self._clip_ends, starts, side="right")
         clips = np.empty((count, self.frames, FRAME_HEIGHT, FRAME_WIDTH, 3), np.uint8)
         for n, (session, start) in enumerate(zip(sessions, starts)):
-            row = start - (ends[session] - self.clip_counts[session])
+            row = start - (self._clip_ends[session] - self.clip_counts[session])
             clips[n] = self.palettes[session][self.indices[session][row:row + self.frames]]
         return torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float().div_(255.0)

@@ -271,21 +271,21 @@ class MaskedAutoencoder(nn.Module):
         return self.decode(encoded, padding, patches, hit)
 
 
-def clip_inputs(rows: list[np.ndarray], cols: list[np.ndarray], values: list[np.ndarray], channels: int,
+def clip_inputs(clip: list[tuple[np.ndarray, np.ndarray, np.ndarray]], channels: int,
                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """One clip's samples as batched model inputs (batch of one): per frame, pixel ``rows, cols (N,)`` int and
-    ``values (N, C)`` in [0, 1]. The pixel tokens are the last frame's."""
-    frames = len(rows)
-    grid = torch.zeros(frames, channels, FRAME_HEIGHT, FRAME_WIDTH)
-    sampled = torch.zeros(frames, 1, FRAME_HEIGHT, FRAME_WIDTH)
-    for t in range(frames):
-        r, c = torch.from_numpy(rows[t]), torch.from_numpy(cols[t])
-        grid[t, :, r, c] = torch.from_numpy(np.ascontiguousarray(values[t], np.float32)).T
+    """One clip's samples as batched model inputs (batch of one): per frame, pixel ``(rows (N,), cols (N,))``
+    int and ``values (N, C)`` in [0, 1]. The pixel tokens are the last frame's."""
+    grid = torch.zeros(len(clip), channels, FRAME_HEIGHT, FRAME_WIDTH)
+    sampled = torch.zeros(len(clip), 1, FRAME_HEIGHT, FRAME_WIDTH)
+    for t, (rows, cols, values) in enumerate(clip):
+        r, c = torch.from_numpy(rows), torch.from_numpy(cols)
+        grid[t, :, r, c] = torch.from_numpy(np.ascontiguousarray(values, np.float32)).T
         sampled[t, 0, r, c] = 1.0
+    rows, cols, values = clip[-1]
     inputs = {"patches": patchify(grid)[None], "hit": patchify(sampled)[None],
-              "token_xy": torch.from_numpy(np.stack([cols[-1], rows[-1]], -1).astype(np.int64))[None],
-              "token_values": torch.from_numpy(np.ascontiguousarray(values[-1], np.float32))[None],
-              "token_valid": torch.ones(1, len(rows[-1]), dtype=torch.bool)}
+              "token_xy": torch.from_numpy(np.stack([cols, rows], -1).astype(np.int64))[None],
+              "token_values": torch.from_numpy(np.ascontiguousarray(values, np.float32))[None],
+              "token_valid": torch.ones(1, len(rows), dtype=torch.bool)}
     return {key: value.to(device) for key, value in inputs.items()}
 
 
@@ -294,7 +294,7 @@ def clip_inputs(rows: list[np.ndarray], cols: list[np.ndarray], values: list[np.
 
 def save_checkpoint(path: str | Path, model: MaskedAutoencoder, metadata: dict | None = None, **extra) -> None:
     """Write a checkpoint that ``torch.load(path, weights_only=True)`` reads: plain dicts, numbers, strings,
-    tensors. The weights are stored in half precision (``half=True`` in ``extra`` is implied)."""
+    tensors. The weights are stored in half precision (:func:`load_checkpoint` makes them float32 again)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {name: tensor.detach().to(torch.float16) for name, tensor in model.state_dict().items()}
@@ -400,8 +400,7 @@ class MAEReconstructor:
             clip = self._clip
         else:
             clip = [(rows, cols, values)]
-        inputs = clip_inputs([r for r, _, _ in clip], [c for _, c, _ in clip], [v for _, _, v in clip],
-                             self.model.config.channels, self.device)
+        inputs = clip_inputs(clip, self.model.config.channels, self.device)
         patches = self.model(inputs)[0, len(clip) - 1]
         output = unpatchify(patches, self.model.config.channels).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         output[rows, cols] = values  # sampled pixels are known exactly

@@ -49,7 +49,7 @@ def test_training_batches_tube_mask_patches_and_sample_the_frames_exactly():
 
     generator = torch.Generator().manual_seed(0)
     clips = torch.rand(4, 2, 3, 240, 256)
-    inputs, hit = patch_batch(clips, torch.tensor([0.95, 0.9, 0.85, 0.5]), 2, generator)
+    inputs, hit = patch_batch(mae.patchify(clips), torch.tensor([0.95, 0.9, 0.85, 0.5]), 2, generator)
     visible = hit.amin(-1) > 0  # (B, T, P)
     assert visible.sum(-1)[:, 0].tolist() == [12, 24, 36, 120]
     assert torch.equal(visible[:, 0], visible[:, 1])  # tube: the same patches in every frame of the clip
@@ -57,7 +57,7 @@ def test_training_batches_tube_mask_patches_and_sample_the_frames_exactly():
     assert torch.equal(inputs["patches"][shown], mae.patchify(clips)[shown])
     assert not inputs["patches"][~shown].any()
     frames = clips[:, :1]
-    inputs, hit = pixel_batch(frames, torch.tensor([100, 1229, 7, 500]), generator)
+    inputs, hit = pixel_batch(frames, mae.patchify(frames), torch.tensor([100, 1229, 7, 500]), generator)
     assert hit.sum((1, 2, 3)).tolist() == [100, 1229, 7, 500]
     assert inputs["token_valid"].sum(1).tolist() == [100, 1229, 7, 500]
     xy = inputs["token_xy"][1]
